@@ -1,0 +1,67 @@
+"""memstore: Avalanche's replay buffers and selection strategies, over any dataset, with a
+memory that lives in a Zarr store."""
+
+from .buffers import (
+    BalancedExemplarsBuffer,
+    ClassBalancedBuffer,
+    ExemplarsBuffer,
+    ExperienceBalancedBuffer,
+    ParametricBuffer,
+    ReservoirSamplingBuffer,
+    buffer_from_state,
+)
+from .errors import (
+    BufferNotFoundError,
+    ConcurrentCommitError,
+    CorruptStoreError,
+    DetachedStrategyError,
+    FormatVersionError,
+    MemstoreError,
+    MissingSourceError,
+    ReadOnlyStoreError,
+    SourceMismatchError,
+)
+from .experiences import ExemplarSet, Experience
+from .features import extract_features
+from .replay import GroupBalancedSampler, ReplayDataset
+from .selection import (
+    ClosestToCenterSelectionStrategy,
+    ExemplarsSelectionStrategy,
+    FeatureBasedExemplarsSelectionStrategy,
+    HerdingSelectionStrategy,
+    RandomExemplarsSelectionStrategy,
+)
+from .sources import ArraySource, fingerprint
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArraySource",
+    "BalancedExemplarsBuffer",
+    "BufferNotFoundError",
+    "ClassBalancedBuffer",
+    "ClosestToCenterSelectionStrategy",
+    "ConcurrentCommitError",
+    "CorruptStoreError",
+    "DetachedStrategyError",
+    "ExemplarSet",
+    "ExemplarsBuffer",
+    "ExemplarsSelectionStrategy",
+    "Experience",
+    "ExperienceBalancedBuffer",
+    "FeatureBasedExemplarsSelectionStrategy",
+    "FormatVersionError",
+    "GroupBalancedSampler",
+    "HerdingSelectionStrategy",
+    "MemstoreError",
+    "MissingSourceError",
+    "ParametricBuffer",
+    "RandomExemplarsSelectionStrategy",
+    "ReadOnlyStoreError",
+    "ReplayDataset",
+    "ReservoirSamplingBuffer",
+    "SourceMismatchError",
+    "buffer_from_state",
+    "extract_features",
+    "fingerprint",
+]

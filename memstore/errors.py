@@ -1,0 +1,61 @@
+"""The exceptions memstore raises.
+
+Every error inherits :class:`MemstoreError` *and* the built-in a user would naturally catch,
+so ``except ValueError`` keeps working for code written against Avalanche.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MemstoreError",
+    "CorruptStoreError",
+    "BufferNotFoundError",
+    "ReadOnlyStoreError",
+    "ConcurrentCommitError",
+    "FormatVersionError",
+    "SourceMismatchError",
+    "MissingSourceError",
+    "DetachedStrategyError",
+]
+
+
+class MemstoreError(Exception):
+    """Base class of every error raised by memstore."""
+
+
+class CorruptStoreError(MemstoreError, ValueError):
+    """A store file is damaged: bad checksum, truncated chunk, unparsable manifest."""
+
+
+class BufferNotFoundError(MemstoreError, KeyError):
+    """A buffer name (or commit) that the store does not hold."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable.
+        return str(self.args[0]) if self.args else ""
+
+
+class ReadOnlyStoreError(MemstoreError, PermissionError):
+    """A write was attempted on a store opened with ``mode="r"``."""
+
+
+class ConcurrentCommitError(MemstoreError, RuntimeError):
+    """Another writer published the same commit number first."""
+
+
+class FormatVersionError(MemstoreError, ValueError):
+    """The store was written by a newer memstore, or is not a memstore at all."""
+
+
+class SourceMismatchError(MemstoreError, ValueError):
+    """A source's fingerprint differs from the one recorded with the buffer."""
+
+
+class MissingSourceError(MemstoreError, KeyError):
+    """Inputs of exemplars from a source that was not provided are needed."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class DetachedStrategyError(MemstoreError, RuntimeError):
+    """A loaded feature-based buffer was asked to select without a model re-attached."""

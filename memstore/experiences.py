@@ -1,0 +1,256 @@
+"""What a buffer sees: candidate rows of one update (``Experience``) and its content
+(``ExemplarSet``). Both are plain columns of metadata; samples stay in their sources."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._validation import as_int_array, check_int
+
+__all__ = ["Experience", "ExemplarSet", "COLUMNS"]
+
+COLUMNS = ("source", "ids", "targets", "task_labels", "experience")
+
+
+def _source_column(source: Any, n: int, owner: str) -> np.ndarray:
+    if isinstance(source, str):
+        return np.full(n, source, dtype=np.str_) if n else np.empty(0, dtype="<U1")
+    arr = np.asarray(source)
+    if arr.ndim != 1 or arr.shape[0] != n or arr.dtype.kind not in "UO":
+        raise ValueError(
+            f"The 'source' parameter of {owner} must be a str or {n} str values. "
+            f"Got {source!r:.80} instead."
+        )
+    return arr.astype(np.str_)
+
+
+@dataclass(frozen=True, eq=False)
+class ExemplarSet:
+    """Columns of a buffer's content, in buffer order (numpy arrays of one length).
+
+    ``source`` names the source of each exemplar, ``ids`` its sample id there; ``experience``
+    is the index of the experience it came from.
+    """
+
+    source: np.ndarray
+    ids: np.ndarray
+    targets: np.ndarray
+    task_labels: np.ndarray
+    experience: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    def __repr__(self) -> str:
+        return f"ExemplarSet(len={len(self)}, sources={sorted(set(self.source.tolist()))})"
+
+    @classmethod
+    def empty(cls) -> ExemplarSet:
+        z = np.empty(0, dtype=np.int64)
+        return cls(np.empty(0, dtype="<U1"), z, z.copy(), z.copy(), z.copy())
+
+    @classmethod
+    def concat(cls, parts: list[ExemplarSet]) -> ExemplarSet:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty()
+        if len(parts) == 1:
+            return parts[0]
+        return cls(*(np.concatenate([getattr(p, c) for p in parts]) for c in COLUMNS))
+
+    def take(self, index: np.ndarray) -> ExemplarSet:
+        index = np.asarray(index, dtype=np.int64)
+        return ExemplarSet(*(getattr(self, c)[index] for c in COLUMNS))
+
+    def columns(self) -> dict[str, np.ndarray]:
+        return {c: getattr(self, c) for c in COLUMNS}
+
+    def equals(self, other: ExemplarSet) -> bool:
+        return len(self) == len(other) and all(
+            np.array_equal(getattr(self, c), getattr(other, c)) for c in COLUMNS
+        )
+
+
+def _unwrap_subset(dataset: Any) -> tuple[Any, np.ndarray | None]:
+    """Resolve nested ``torch.utils.data.Subset`` to (root dataset, root indices)."""
+    indices = None
+    while isinstance(dataset, torch.utils.data.Subset):
+        idx = np.asarray(dataset.indices, dtype=np.int64)
+        indices = idx if indices is None else idx[indices]
+        dataset = dataset.dataset
+    return dataset, indices
+
+
+def _labels_of(dataset: Any, attr: str) -> Any:
+    values = getattr(dataset, attr, None)
+    return values
+
+
+@dataclass(frozen=True, eq=False)
+class Experience:
+    """The candidates of one buffer update.
+
+    Args:
+        targets: class label per candidate row.
+        ids: sample id of each row in its source (default ``0..N-1``). Ids must be unique.
+        task_labels: an int for all rows, or one per row.
+        source: the name of the source the ids refer to.
+        index: the experience number (used as ``experience`` column and as group key of
+            per-experience grouping); ``None`` lets the buffer number updates itself.
+        data: where inputs are read for feature-based selection: ``data[i]`` is row ``i``'s
+            item. Not needed for reservoir or class-balanced buffers.
+    """
+
+    targets: np.ndarray
+    ids: np.ndarray | None = None
+    task_labels: Any = 0
+    source: str = "default"
+    index: int | None = None
+    data: Any = field(default=None, repr=False)
+    # An id-addressable view of the whole source (``source_data[id]``), when known: lets
+    # old exemplars of the same source be read without passing ``sources=``.
+    source_data: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        owner = "Experience"
+        targets = as_int_array(self.targets, "targets", owner)
+        n = targets.shape[0]
+        ids = np.arange(n, dtype=np.int64) if self.ids is None else as_int_array(
+            self.ids, "ids", owner, length=n
+        )
+        if n > 1:
+            srt = np.sort(ids)
+            dup = srt[1:][srt[1:] == srt[:-1]]
+            if dup.size:
+                raise ValueError(
+                    f"The 'ids' parameter of {owner} must hold unique sample ids. "
+                    f"Got duplicates {np.unique(dup)[:5].tolist()} instead."
+                )
+        if isinstance(self.task_labels, (int, np.integer)) and not isinstance(
+            self.task_labels, bool
+        ):
+            tasks = np.full(n, int(self.task_labels), dtype=np.int64)
+        else:
+            tasks = as_int_array(self.task_labels, "task_labels", owner, length=n)
+        if not isinstance(self.source, str) or not self.source:
+            raise TypeError(
+                f"The 'source' parameter of {owner} must be a non-empty str. "
+                f"Got {self.source!r} instead."
+            )
+        index = check_int(self.index, "index", owner, minimum=0, allow_none=True)
+        if self.data is not None and len(self.data) != n:
+            raise ValueError(
+                f"The 'data' parameter of {owner} must have one item per row ({n}). "
+                f"Got len {len(self.data)} instead."
+            )
+        for name, value in (("targets", targets), ("ids", ids), ("task_labels", tasks)):
+            value.setflags(write=False)
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "index", index)
+        if self.source_data is None and self.data is not None and self.ids is None:
+            object.__setattr__(self, "source_data", self.data)
+
+    def __len__(self) -> int:
+        return int(self.targets.shape[0])
+
+    @classmethod
+    def from_dataset(
+        cls,
+        dataset: Any,
+        source: str = "default",
+        index: int | None = None,
+        ids: Any = None,
+    ) -> Experience:
+        """Read ``.targets`` (and ``.targets_task_labels`` if present) of a map-style dataset.
+
+        A ``torch.utils.data.Subset`` is resolved to its root dataset: ids become the root
+        indices, so experiences cut from one dataset share one id space.
+        """
+        root, root_idx = _unwrap_subset(dataset)
+        targets = _labels_of(dataset, "targets")
+        tasks = _labels_of(dataset, "targets_task_labels")
+        if targets is None and root_idx is not None:
+            root_targets = _labels_of(root, "targets")
+            if root_targets is not None:
+                targets = as_int_array(root_targets, "targets", "Experience")[root_idx]
+            root_tasks = _labels_of(root, "targets_task_labels")
+            if tasks is None and root_tasks is not None:
+                tasks = as_int_array(root_tasks, "task_labels", "Experience")[root_idx]
+        if targets is None:
+            raise TypeError(
+                "The 'dataset' parameter of Experience.from_dataset must have a 'targets' "
+                f"attribute (class label per sample). Got {type(dataset).__name__} instead."
+            )
+        source_data = None
+        if ids is None and root_idx is not None:
+            ids, source_data = root_idx, root
+        elif ids is None:
+            source_data = dataset
+        return cls(
+            targets=targets,
+            ids=ids,
+            task_labels=0 if tasks is None else tasks,
+            source=source,
+            index=index,
+            data=dataset,
+            source_data=source_data,
+        )
+
+    def as_exemplars(self, experience_index: int) -> ExemplarSet:
+        n = len(self)
+        return ExemplarSet(
+            source=_source_column(self.source, n, "Experience"),
+            ids=np.asarray(self.ids),
+            targets=np.asarray(self.targets),
+            task_labels=np.asarray(self.task_labels),
+            experience=np.full(n, experience_index, dtype=np.int64),
+        )
+
+
+def resolve_inputs(
+    rows: ExemplarSet,
+    experience: Experience | None,
+    sources: Mapping[str, Any] | None,
+    owner: str,
+) -> list[tuple[Any, np.ndarray]]:
+    """Map exemplar rows to (indexable, positions) pairs to read their inputs from.
+
+    Returns one pair per distinct source, plus the row order needed to put results back:
+    ``[(dataset, keys, rows_index)]`` where ``dataset[key]`` is the row's item.
+    """
+    from .errors import MissingSourceError
+
+    out = []
+    for name in dict.fromkeys(rows.source.tolist()):
+        sel = np.flatnonzero(rows.source == name)
+        if sources is not None and name in sources:
+            out.append((sources[name], rows.ids[sel], sel))
+        elif experience is not None and name == experience.source and (
+            experience.source_data is not None
+        ):
+            out.append((experience.source_data, rows.ids[sel], sel))
+        elif experience is not None and name == experience.source and experience.data is not None:
+            # Only rows of this experience are addressable by position.
+            order = np.argsort(experience.ids, kind="stable")
+            pos = np.searchsorted(experience.ids, rows.ids[sel], sorter=order)
+            pos = np.minimum(pos, len(order) - 1)
+            found = experience.ids[order[pos]] == rows.ids[sel]
+            if not found.all():
+                raise MissingSourceError(
+                    f"{owner} needs the inputs of {int((~found).sum())} exemplars of source "
+                    f"{name!r} that are not in this experience (e.g. id "
+                    f"{int(rows.ids[sel][~found][0])}). Pass sources={{{name!r}: dataset}}."
+                )
+            out.append((experience.data, order[pos], sel))
+        else:
+            raise MissingSourceError(
+                f"{owner} needs the inputs of exemplars of source {name!r} for feature-based "
+                f"selection, but it was not provided. Pass sources={{{name!r}: dataset}} "
+                "(a dataset indexable by sample id)."
+            )
+    return out

@@ -1,0 +1,138 @@
+"""Reading exemplars back for rehearsal: a torch ``Dataset`` over a buffer's references and a
+sampler that balances replay mini-batches across groups."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._validation import check_choice, check_int
+from .errors import MissingSourceError
+from .experiences import ExemplarSet
+
+__all__ = ["ReplayDataset", "GroupBalancedSampler"]
+
+
+def _as_exemplars(exemplars: Any, owner: str) -> ExemplarSet:
+    if isinstance(exemplars, ExemplarSet):
+        return exemplars
+    inner = getattr(exemplars, "buffer", None)  # a buffer policy
+    if isinstance(inner, ExemplarSet):
+        return inner
+    raise TypeError(
+        f"The 'exemplars' parameter of {owner} must be an ExemplarSet or a buffer. "
+        f"Got {type(exemplars).__name__} instead."
+    )
+
+
+class ReplayDataset(torch.utils.data.Dataset):
+    """The source item of each exemplar, with its task label appended.
+
+    Args:
+        exemplars: an :class:`ExemplarSet` (``buffer.buffer``) or a buffer.
+        sources: ``{source name: dataset indexable by sample id}``; a single dataset is
+            accepted when all exemplars come from one source.
+
+    An item ``(x, y)`` of the source is returned as ``(x, y, task_label)``; any other item as
+    ``(item, task_label)``. Sources with ``get_many(ids)`` (shard sources) are read in batches
+    by ``__getitems__``.
+    """
+
+    def __init__(self, exemplars: Any, sources: Any) -> None:
+        self.exemplars = _as_exemplars(exemplars, "ReplayDataset")
+        names = list(dict.fromkeys(self.exemplars.source.tolist()))
+        if not isinstance(sources, Mapping):
+            if len(names) > 1:
+                raise TypeError(
+                    "The 'sources' parameter of ReplayDataset must be a dict when exemplars "
+                    f"come from several sources ({names}). Got {type(sources).__name__} instead."
+                )
+            sources = {names[0] if names else "default": sources}
+        missing = [n for n in names if n not in sources]
+        if missing:
+            raise MissingSourceError(
+                f"ReplayDataset has exemplars from sources {missing} that are not in "
+                f"'sources' (given: {sorted(sources)}). Pass a dataset for each."
+            )
+        self.sources = dict(sources)
+
+    def __len__(self) -> int:
+        return len(self.exemplars)
+
+    @staticmethod
+    def _with_task(item: Any, task: int) -> Any:
+        if isinstance(item, (tuple, list)):
+            return (*item, task)
+        return (item, task)
+
+    def __getitem__(self, index: int) -> Any:
+        index = int(index)
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"ReplayDataset index {index} out of range for {len(self)} rows.")
+        ex = self.exemplars
+        item = self.sources[str(ex.source[index])][int(ex.ids[index])]
+        return self._with_task(item, int(ex.task_labels[index]))
+
+    def __getitems__(self, indices: list[int]) -> list[Any]:
+        idx = np.asarray(indices, dtype=np.int64)
+        ex = self.exemplars
+        out: list[Any] = [None] * len(idx)
+        for name in dict.fromkeys(ex.source[idx].tolist()):
+            sel = np.flatnonzero(ex.source[idx] == name)
+            source = self.sources[name]
+            ids = ex.ids[idx[sel]]
+            get_many = getattr(source, "get_many", None)
+            items = get_many(ids) if get_many is not None else [source[int(i)] for i in ids]
+            for pos, item in zip(sel.tolist(), items):
+                out[pos] = self._with_task(item, int(ex.task_labels[idx[pos]]))
+        return out
+
+
+class GroupBalancedSampler(torch.utils.data.Sampler):
+    """Draws replay indices so that every group (class, task or experience) is equally likely.
+
+    Each draw picks a group uniformly, then an exemplar uniformly within it. Iteration ``e``
+    uses generator seed ``seed + e``, so a resumed run that calls :meth:`set_epoch` replays the
+    same indices.
+    """
+
+    def __init__(
+        self,
+        exemplars: Any,
+        groupby: str = "class",
+        num_samples: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        owner = "GroupBalancedSampler"
+        ex = _as_exemplars(exemplars, owner)
+        check_choice(groupby, "groupby", owner, ("class", "task", "experience"))
+        column = {"class": ex.targets, "task": ex.task_labels, "experience": ex.experience}
+        keys = column[groupby]
+        self.num_samples = check_int(
+            len(ex) if num_samples is None else num_samples, "num_samples", owner, minimum=0
+        )
+        self.seed = check_int(seed, "seed", owner, minimum=0)
+        self.epoch = 0
+        self._order = np.argsort(keys, kind="stable")
+        _, self._counts = np.unique(keys, return_counts=True)
+        self._starts = np.concatenate([[0], np.cumsum(self._counts)[:-1]])
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = check_int(epoch, "epoch", "GroupBalancedSampler.set_epoch", minimum=0)
+
+    def __len__(self) -> int:
+        return self.num_samples if self._counts.size else 0
+
+    def __iter__(self) -> Iterator[int]:
+        if not self._counts.size:
+            return iter(())
+        gen = torch.Generator().manual_seed(self.seed + self.epoch)
+        self.epoch += 1
+        groups = torch.randint(len(self._counts), (self.num_samples,), generator=gen).numpy()
+        offsets = torch.rand(self.num_samples, generator=gen, dtype=torch.float64).numpy()
+        within = np.minimum((offsets * self._counts[groups]).astype(np.int64),
+                            self._counts[groups] - 1)
+        return iter(self._order[self._starts[groups] + within].tolist())
