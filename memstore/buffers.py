@@ -240,18 +240,19 @@ def _check_state(state: Any, policy: str, owner: str) -> list[tuple[int, int, Ex
         group_col = np.asarray(cols["group"], dtype=np.int64)
         if gkeys.shape != gsizes.shape or len(set(gkeys.tolist())) != gkeys.size:
             raise ValueError("group keys and sizes disagree or repeat")
+        # Rows come in runs of one group key, in the order of groups["keys"].
+        starts = np.flatnonzero(np.r_[True, group_col[1:] != group_col[:-1]]) if n else []
+        bounds = dict(zip(group_col[starts].tolist(), zip(starts, [*starts[1:], n])))
+        if len(bounds) != len(starts) or not set(bounds) <= set(gkeys.tolist()):
+            raise ValueError("rows are not grouped contiguously by known group keys")
         out, start = [], 0
         for key, size in zip(gkeys.tolist(), gsizes.tolist()):
-            stop = start
-            while stop < n and group_col[stop] == key:
-                stop += 1
-            if stop - start > size or size < 0:
-                raise ValueError(f"group {key} holds {stop - start} rows, more than {size}")
-            sl = np.arange(start, stop)
+            lo, hi = bounds.get(key, (start, start))
+            if lo != start or hi - lo > size or size < 0:
+                raise ValueError(f"group {key} rows are out of order or exceed its size {size}")
+            sl = np.arange(lo, hi)
             out.append((key, size, rows.take(sl), None if weights is None else weights[sl]))
-            start = stop
-        if start != n:
-            raise ValueError("rows are not grouped contiguously by the 'group' column")
+            start = hi
         np.asarray(state["generator_state"], dtype=np.uint8)
         int(state["num_updates"])
         int(state["params"]["max_size"])

@@ -16,6 +16,7 @@ __all__ = [
     "SourceMismatchError",
     "MissingSourceError",
     "DetachedStrategyError",
+    "StoreNotFoundError",
 ]
 
 
@@ -59,3 +60,7 @@ class MissingSourceError(MemstoreError, KeyError):
 
 class DetachedStrategyError(MemstoreError, RuntimeError):
     """A loaded feature-based buffer was asked to select without a model re-attached."""
+
+
+class StoreNotFoundError(MemstoreError, FileNotFoundError):
+    """No store at the given location (and the mode does not create one)."""

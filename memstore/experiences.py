@@ -19,7 +19,7 @@ COLUMNS = ("source", "ids", "targets", "task_labels", "experience")
 
 def _source_column(source: Any, n: int, owner: str) -> np.ndarray:
     if isinstance(source, str):
-        return np.full(n, source, dtype=np.str_) if n else np.empty(0, dtype="<U1")
+        return np.full(n, source, dtype=f"<U{max(1, len(source))}")
     arr = np.asarray(source)
     if arr.ndim != 1 or arr.shape[0] != n or arr.dtype.kind not in "UO":
         raise ValueError(

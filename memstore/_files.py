@@ -1,0 +1,180 @@
+"""Raw file operations under a store root: the part of the commit protocol zarr cannot do.
+
+Two backends with one interface: local disk (fsync, ``os.link`` create-if-absent) and any
+fsspec filesystem (``pipe_file(mode="create")`` — ``If-None-Match: *`` on S3).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import time
+import uuid
+from typing import Any
+
+__all__ = ["LocalFiles", "FsspecFiles", "CreateConflict"]
+
+
+class CreateConflict(Exception):
+    """``create_if_absent`` found the path already there (another writer won)."""
+
+
+class LocalFiles:
+    """Files under a local directory; durable writes via fsync."""
+
+    durable = True
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+
+    def _p(self, path: str) -> str:
+        return os.path.join(self.root, *path.split("/")) if path else self.root
+
+    def read(self, path: str) -> bytes:
+        with open(self._p(path), "rb") as f:
+            return f.read()
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(self._p(path))
+
+    def listdir(self, path: str) -> list[str]:
+        """Child names (zarr's own ``zarr.json`` metadata excluded)."""
+        try:
+            names = os.listdir(self._p(path))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(n for n in names if n != "zarr.json")
+
+    def mtime(self, path: str) -> float:
+        return os.stat(self._p(path)).st_mtime
+
+    def delete(self, path: str) -> None:
+        """Remove a file or a whole directory tree (missing is fine)."""
+        import shutil
+
+        full = self._p(path)
+        if os.path.isdir(full):
+            shutil.rmtree(full, ignore_errors=True)
+        else:
+            try:
+                os.unlink(full)
+            except FileNotFoundError:
+                pass
+
+    def _fsync_dir(self, full: str) -> None:
+        fd = os.open(full, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def sync_tree(self, path: str) -> None:
+        """fsync every file and directory under ``path``, then the directories above it."""
+        top = self._p(path)
+        for dirpath, _dirs, files in os.walk(top, topdown=False):
+            for name in files:
+                fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            self._fsync_dir(dirpath)
+        parent = os.path.dirname(top)
+        while parent.startswith(self.root) and os.path.isdir(parent):
+            self._fsync_dir(parent)
+            if parent == self.root:
+                break
+            parent = os.path.dirname(parent)
+
+    def write_file(self, path: str, data: bytes) -> None:
+        """Write via temp file + fsync + rename (whole file or nothing)."""
+        full = self._p(path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        tmp = os.path.join(os.path.dirname(full), f".tmp-{uuid.uuid4().hex[:12]}")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, full)
+        self._fsync_dir(os.path.dirname(full))
+
+    def create_if_absent(self, path: str, data: bytes) -> None:
+        """Publish ``data`` at ``path`` only if nothing is there: temp file, fsync, link."""
+        full = self._p(path)
+        folder = os.path.dirname(full)
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex[:12]}")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, full)
+        except FileExistsError as err:
+            raise CreateConflict(path) from err
+        finally:
+            os.unlink(tmp)
+        self._fsync_dir(folder)
+
+
+class FsspecFiles:
+    """Files under an fsspec URL; publishing relies on the server's conditional PUT."""
+
+    durable = False
+
+    def __init__(self, fs: Any, root: str) -> None:
+        self.fs = fs
+        self.root = root.rstrip("/")
+
+    def _p(self, path: str) -> str:
+        return posixpath.join(self.root, path) if path else self.root
+
+    def read(self, path: str) -> bytes:
+        return self.fs.cat_file(self._p(path))
+
+    def exists(self, path: str) -> bool:
+        return self.fs.exists(self._p(path))
+
+    def listdir(self, path: str) -> list[str]:
+        try:
+            entries = self.fs.ls(self._p(path), detail=False, refresh=True)
+        except FileNotFoundError:
+            return []
+        except TypeError:  # filesystems without a listing cache
+            entries = self.fs.ls(self._p(path), detail=False)
+        names = (posixpath.basename(e.rstrip("/")) for e in entries)
+        return sorted(n for n in names if n != "zarr.json")
+
+    def mtime(self, path: str) -> float:
+        info = self.fs.info(self._p(path))
+        stamp = info.get("LastModified") or info.get("mtime") or info.get("created")
+        if hasattr(stamp, "timestamp"):
+            return float(stamp.timestamp())
+        return float(stamp) if stamp is not None else time.time()
+
+    def delete(self, path: str) -> None:
+        full = self._p(path)
+        try:
+            if self.fs.isdir(full):
+                self.fs.rm(full, recursive=True)
+            else:
+                self.fs.rm_file(full)
+        except FileNotFoundError:
+            pass
+
+    def sync_tree(self, path: str) -> None:
+        """Object stores make each PUT durable on success; nothing to do."""
+
+    def write_file(self, path: str, data: bytes) -> None:
+        self.fs.pipe_file(self._p(path), data)
+
+    def create_if_absent(self, path: str, data: bytes) -> None:
+        try:
+            self.fs.pipe_file(self._p(path), data, mode="create")
+        except FileExistsError as err:
+            raise CreateConflict(path) from err
+        except OSError as err:
+            text = f"{err} {getattr(err, '__cause__', '')}"
+            if any(s in text for s in ("412", "PreconditionFailed", "409", "ConditionalRequest")):
+                raise CreateConflict(path) from err
+            raise
