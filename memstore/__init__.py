@@ -20,6 +20,7 @@ from .errors import (
     MissingSourceError,
     ReadOnlyStoreError,
     SourceMismatchError,
+    StoreNotFoundError,
 )
 from .experiences import ExemplarSet, Experience
 from .features import extract_features
@@ -32,6 +33,7 @@ from .selection import (
     RandomExemplarsSelectionStrategy,
 )
 from .sources import ArraySource, fingerprint
+from .store import Commit, Problem, Store, open_store
 
 __version__ = "0.1.0"
 
@@ -61,7 +63,12 @@ __all__ = [
     "ReplayDataset",
     "ReservoirSamplingBuffer",
     "SourceMismatchError",
+    "Commit",
+    "Problem",
+    "Store",
+    "StoreNotFoundError",
     "buffer_from_state",
+    "open_store",
     "extract_features",
     "fingerprint",
 ]

@@ -468,6 +468,29 @@ class Store:
                 f"{self.url}/{self._manifest_path(name, manifest['seq'])}: {err}"
             ) from err
 
+    def describe(self, name: str, commit: int | None = None) -> dict[str, Any]:
+        """A JSON-able summary of a commit: policy, sizes, groups, classes, sources, history."""
+        manifest = self._manifest(name, commit)
+        state = self.state(name, manifest["seq"])
+        classes, counts = np.unique(state["columns"]["targets"], return_counts=True)
+        groups = manifest["groups"]
+        return {
+            "buffer": name,
+            "commit": _commit_of(manifest).__dict__,
+            "policy": manifest["policy"],
+            "params": manifest["params"],
+            "strategy": manifest.get("strategy"),
+            "size": manifest["sizes"]["rows"],
+            "num_updates": manifest["num_updates"],
+            "groups": [
+                {"key": k, "max_size": m, "size": n}
+                for k, m, n in zip(groups["keys"], groups["max_sizes"], groups["sizes"])
+            ],
+            "classes": {str(c): int(n) for c, n in zip(classes.tolist(), counts.tolist())},
+            "sources": manifest.get("sources", {}),
+            "commits": [c.__dict__ for c in self.log(name)],
+        }
+
     def delete_buffer(self, name: str) -> None:
         """Remove a buffer and its whole history."""
         self._writable(f"delete buffer {name!r}")

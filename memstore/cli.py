@@ -1,0 +1,140 @@
+"""The ``memstore`` command: inspect, log, verify and gc a store. Thin: calls the public API.
+
+Errors from memstore print as one line (no traceback) and exit with status 2; ``verify``
+exits 1 when it finds damage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from .errors import MemstoreError
+from .store import open_store
+
+__all__ = ["main"]
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]):
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(str(v) for v in row))
+    return table
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    store = open_store(args.store, mode="r")
+    names = [args.name] if args.name else store.buffers()
+    summaries = [store.describe(n, args.commit) for n in names]
+    if args.json:
+        print(json.dumps({"store": args.store, "buffers": summaries,
+                          "sources": store.sources()}, indent=1))
+        return 0
+    con = _console()
+    con.print(f"[bold]{args.store}[/bold]: {len(names)} buffer(s), sources {store.sources()}")
+    for s in summaries:
+        c = s["commit"]
+        con.print(
+            f"\n[bold]{s['buffer']}[/bold]  {s['policy']}  size {s['size']}  "
+            f"commit {c['seq']} ({c['time']}) {c['message']!r}"
+        )
+        params = dict(s["params"])
+        if s["strategy"]:
+            params["strategy"] = s["strategy"]["class"]
+        con.print("params: " + ", ".join(f"{k}={v}" for k, v in params.items()))
+        con.print(_table("groups", ["key", "size", "max_size"],
+                         [[g["key"], g["size"], g["max_size"]] for g in s["groups"]]))
+        con.print(_table("classes", ["class", "exemplars"],
+                         [[k, v] for k, v in s["classes"].items()]))
+        con.print(_table("sources", ["source", "fingerprint"],
+                         [[k, v.get("fingerprint")] for k, v in s["sources"].items()]))
+        con.print(_table("commits", ["seq", "time", "rows", "message"],
+                         [[x["seq"], x["time"], x["sizes"].get("rows"), x["message"]]
+                          for x in s["commits"]]))
+    return 0
+
+
+def _log(args: argparse.Namespace) -> int:
+    commits = open_store(args.store, mode="r").log(args.name)
+    if args.json:
+        print(json.dumps([c.__dict__ for c in commits], indent=1))
+        return 0
+    _console().print(_table(f"{args.name}", ["seq", "id", "time", "rows", "message"], [
+        [c.seq, c.id, c.time, c.sizes.get("rows"), c.message] for c in commits]))
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    problems = open_store(args.store, mode="r").verify()
+    errors = [p for p in problems if p.severity == "error"]
+    if args.json:
+        print(json.dumps({"ok": not errors, "problems": [p.__dict__ for p in problems]},
+                         indent=1))
+    else:
+        for p in problems:
+            print(f"{p.severity.upper()}: {p.path}: {p.message}")
+        print("OK" if not errors else f"DAMAGED: {len(errors)} problem(s)")
+    return 1 if errors else 0
+
+
+def _gc(args: argparse.Namespace) -> int:
+    removed = open_store(args.store, mode="a").gc(keep=args.keep, grace_seconds=args.grace)
+    if args.json:
+        print(json.dumps({"removed": removed}, indent=1))
+    else:
+        for path in removed:
+            print(f"removed {path}")
+        print(f"{len(removed)} path(s) removed")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="memstore", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("inspect", help="policy, sizes, groups, classes, sources, commits")
+    p.add_argument("store")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--commit", type=int, default=None)
+    p.set_defaults(run=_inspect)
+    p = sub.add_parser("log", help="the commits of one buffer")
+    p.add_argument("store")
+    p.add_argument("name")
+    p.set_defaults(run=_log)
+    p = sub.add_parser("verify", help="check every manifest, checksum and reference")
+    p.add_argument("store")
+    p.set_defaults(run=_verify)
+    p = sub.add_parser("gc", help="keep the last K commits per buffer, remove debris")
+    p.add_argument("store")
+    p.add_argument("--keep", type=int, required=True)
+    p.add_argument("--grace", type=float, default=60.0,
+                   help="seconds a debris file must be old before removal (default 60)")
+    p.set_defaults(run=_gc)
+    for p in sub.choices.values():
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (MemstoreError, OSError, ValueError, KeyError) as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"memstore {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
