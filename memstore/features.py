@@ -8,6 +8,7 @@ even on error (Avalanche leaves the model in eval mode and never removes its hoo
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,16 @@ import torch
 
 from ._validation import check_int
 
-__all__ = ["extract_features", "item_input", "model_fingerprint", "find_layer"]
+__all__ = [
+    "cached_features",
+    "extract_features",
+    "iter_features",
+    "input_batches",
+    "item_input",
+    "model_fingerprint",
+    "find_layer",
+    "stack_inputs",
+]
 
 _DICT_INPUT_KEYS = ("input", "inputs", "x", "image", "img", "data")
 
@@ -52,12 +62,40 @@ def _batch_inputs(dataset: Any, keys: np.ndarray, input_key: str | None) -> torc
     items = getitems(keys.tolist()) if getitems is not None else [dataset[int(k)] for k in keys]
     if isinstance(items, torch.Tensor):
         return items
-    inputs = [item_input(it, input_key) for it in items]
-    return torch.stack([torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
-                        for x in inputs])
+    return stack_inputs([item_input(it, input_key) for it in items])
 
 
-def extract_features(
+def stack_inputs(inputs: list[Any]) -> torch.Tensor:
+    """One batch tensor from per-sample inputs (tensors or arrays)."""
+    return torch.stack(
+        [x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x)) for x in inputs]
+    )
+
+
+def input_batches(
+    dataset: Any, keys: np.ndarray, batch_size: int, input_key: str | None = None
+):
+    """Yield ``(positions, inputs)``: batches of the inputs of ``dataset[keys]``.
+
+    Sources with ``iter_batches(ids, batch_size)`` (shard sources) stream themselves; for
+    others items are read by key, ``batch_size`` at a time.
+    """
+    stream = getattr(dataset, "iter_batches", None)
+    if stream is None:
+        for start in range(0, len(keys), batch_size):
+            batch = keys[start : start + batch_size]
+            yield np.arange(start, start + len(batch)), _batch_inputs(dataset, batch, input_key)
+        return
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    for ids, inputs in stream(ids=sorted_keys, batch_size=batch_size):
+        pos = order[np.searchsorted(sorted_keys, np.asarray(ids, dtype=np.int64))]
+        if not isinstance(inputs, torch.Tensor):
+            inputs = stack_inputs(list(inputs))
+        yield pos, inputs
+
+
+def iter_features(
     model: torch.nn.Module,
     layer_name: str,
     dataset: Any,
@@ -66,12 +104,9 @@ def extract_features(
     batch_size: int = 256,
     device: str | torch.device = "cpu",
     input_key: str | None = None,
-) -> np.ndarray:
-    """Features ``[len(keys), d]`` (float32) of ``dataset[key]`` at ``layer_name``.
-
-    Outputs of more than two dimensions are flattened per sample. Cost: one forward pass per
-    sample, in batches of ``batch_size`` on ``device``.
-    """
+    progress: bool = False,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(positions in keys, features)`` batch by batch; see :func:`extract_features`."""
     batch_size = check_int(batch_size, "batch_size", "extract_features", minimum=1)
     layer = find_layer(model, layer_name)
     keys = np.asarray(keys, dtype=np.int64)
@@ -83,24 +118,90 @@ def extract_features(
 
     handle = layer.register_forward_hook(hook)
     was_training = model.training
-    parts = []
     try:
         model.eval()
-        with torch.no_grad():
-            for start in range(0, len(keys), batch_size):
-                batch = _batch_inputs(dataset, keys[start : start + batch_size], input_key)
-                captured.clear()
+        batches = input_batches(dataset, keys, batch_size, input_key)
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, total=-(-len(keys) // batch_size), desc="features",
+                           unit="batch")
+        for positions, batch in batches:
+            captured.clear()
+            with torch.no_grad():
                 model(batch.to(device))
-                if not captured:
-                    raise RuntimeError(f"Layer {layer_name!r} was not called by the forward pass.")
-                out = captured[-1].reshape(batch.shape[0], -1)
-                parts.append(out.float().cpu().numpy())
+            if not captured:
+                raise RuntimeError(f"Layer {layer_name!r} was not called by the forward pass.")
+            yield positions, captured[-1].reshape(batch.shape[0], -1).float().cpu().numpy()
     finally:
         handle.remove()
         model.train(was_training)
-    if not parts:
-        return np.empty((0, 0), dtype=np.float32)
-    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+
+
+def extract_features(
+    model: torch.nn.Module,
+    layer_name: str,
+    dataset: Any,
+    keys: Any,
+    **options: Any,
+) -> np.ndarray:
+    """Features ``[len(keys), d]`` (float32) of ``dataset[key]`` at ``layer_name``.
+
+    A forward hook captures the layer's output (flattened per sample); the model runs in
+    eval mode under ``no_grad``, and its mode and hooks are restored afterwards, even on
+    error. Options: ``batch_size`` (256), ``device`` ("cpu"), ``input_key`` (for dict items),
+    ``progress`` (a tqdm bar). Cost: one forward pass per sample.
+    """
+    keys = np.asarray(keys, dtype=np.int64)
+    out = None
+    for positions, feats in iter_features(model, layer_name, dataset, keys, **options):
+        if out is None:
+            out = np.empty((len(keys), feats.shape[1]), dtype=np.float32)
+        out[positions] = feats
+    return np.empty((0, 0), dtype=np.float32) if out is None else out
+
+
+def cached_features(
+    model: torch.nn.Module,
+    layer_name: str,
+    dataset: Any,
+    keys: Any,
+    store: Any,
+    *,
+    dtype: str = "float32",
+    **options: Any,
+) -> np.ndarray:
+    """Like :func:`extract_features`, through the store's feature cache.
+
+    Only samples missing from the cache are computed, in ascending id order, and written
+    chunk by chunk as they complete: an interrupted extraction resumes where it stopped.
+    The cache entry is keyed by the source's fingerprint, the model's weights and the layer.
+    """
+    from .feature_cache import CHUNK_ROWS, cache_key
+    from .sources import fingerprint
+
+    keys = np.asarray(keys, dtype=np.int64)
+    key = cache_key(fingerprint(dataset), model_fingerprint(model, layer_name), layer_name)
+    attrs = {"source": getattr(dataset, "name", None), "layer": layer_name, "n": len(dataset)}
+    cache = store.open_feature_cache(key)
+    todo = np.unique(keys) if cache is None else cache.missing(keys)
+    pending_ids: list[np.ndarray] = []
+    pending: list[np.ndarray] = []
+    for positions, feats in iter_features(model, layer_name, dataset, todo, **options):
+        if cache is None:
+            cache = store.feature_cache(key, len(dataset), feats.shape[1], dtype, attrs)
+        pending_ids.append(todo[positions])
+        pending.append(feats)
+        ids = np.concatenate(pending_ids)
+        complete = ids // CHUNK_ROWS < ids.max() // CHUNK_ROWS  # chunks we moved past
+        if complete.any():
+            cache.write(ids[complete], np.concatenate(pending)[complete])
+            pending_ids, pending = [ids[~complete]], [np.concatenate(pending)[~complete]]
+    if pending_ids and sum(len(p) for p in pending_ids):
+        cache.write(np.concatenate(pending_ids), np.concatenate(pending))
+    if cache is None:
+        return np.empty((len(keys), 0), dtype=np.float32)
+    return cache.read(keys)
 
 
 def model_fingerprint(model: torch.nn.Module, layer_name: str) -> str:

@@ -86,6 +86,8 @@ class FeatureBasedExemplarsSelectionStrategy(ExemplarsSelectionStrategy):
         approximate: bool = False,
         nlist: int | None = None,
         nprobe: int | None = None,
+        feature_cache: Any = None,
+        progress: bool = False,
     ) -> None:
         owner = type(self).__name__
         if not isinstance(model, torch.nn.Module):
@@ -108,6 +110,13 @@ class FeatureBasedExemplarsSelectionStrategy(ExemplarsSelectionStrategy):
         self.approximate = check_bool(approximate, "approximate", owner)
         self.nlist = check_int(nlist, "nlist", owner, minimum=1, allow_none=True)
         self.nprobe = check_int(nprobe, "nprobe", owner, minimum=1, allow_none=True)
+        if feature_cache is not None and not hasattr(feature_cache, "open_feature_cache"):
+            raise TypeError(
+                f"The 'feature_cache' parameter of {owner} must be a memstore Store. "
+                f"Got {type(feature_cache).__name__} instead."
+            )
+        self.feature_cache = feature_cache
+        self.progress = check_bool(progress, "progress", owner)
 
     def params(self) -> dict[str, Any]:
         return {
@@ -121,17 +130,16 @@ class FeatureBasedExemplarsSelectionStrategy(ExemplarsSelectionStrategy):
         }
 
     def compute_features(self, dataset: Any, keys: np.ndarray) -> np.ndarray:
-        from .features import extract_features
+        """Features of ``dataset[keys]``, through the store's cache when one was given."""
+        from .features import cached_features, extract_features
 
-        return extract_features(
-            self.model,
-            self.layer_name,
-            dataset,
-            keys,
-            batch_size=self.batch_size,
-            device=self.device,
-            input_key=self.input_key,
-        )
+        options = dict(batch_size=self.batch_size, device=self.device,
+                       input_key=self.input_key, progress=self.progress)
+        if self.feature_cache is not None:
+            return cached_features(
+                self.model, self.layer_name, dataset, keys, self.feature_cache, **options
+            )
+        return extract_features(self.model, self.layer_name, dataset, keys, **options)
 
     def select(self, n, *, features, generator=None, k):
         if features is None or features.shape[0] != n:

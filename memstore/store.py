@@ -24,7 +24,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +42,9 @@ from .errors import (
     StoreNotFoundError,
 )
 from .sources import fingerprint
+
+if TYPE_CHECKING:
+    from .feature_cache import FeatureCache
 
 __all__ = ["open_store", "Store", "Commit", "Problem", "FORMAT_VERSION"]
 
@@ -548,6 +551,38 @@ class Store:
 
     def sources(self) -> list[str]:
         return [n for n in self.files.listdir("sources") if self._source_record(n) is not None]
+
+    # -- feature cache ------------------------------------------------------------------------
+    def open_feature_cache(self, key: str) -> FeatureCache | None:
+        """The feature cache entry ``key``, or ``None`` if it does not exist."""
+        from .feature_cache import FeatureCache
+
+        if not self.files.exists(f"features/{key}/values/zarr.json"):
+            return None
+        import zarr
+
+        group = zarr.open_group(store=self._zarr_store, path=f"features/{key}", mode="r+"
+                                if not self.read_only else "r")
+        return FeatureCache(group, self.read_only)
+
+    def feature_cache(
+        self, key: str, n: int, d: int, dtype: str = "float32", attrs: dict | None = None
+    ) -> FeatureCache:
+        """Open or create the feature cache entry ``key`` of shape ``[n, d]``."""
+        from .feature_cache import FeatureCache
+
+        check_choice(dtype, "dtype", "Store.feature_cache", ("float32", "float16"))
+        if self.read_only:
+            cache = self.open_feature_cache(key)
+            if cache is None:
+                raise ReadOnlyStoreError(f"No feature cache {key!r} and the store is read-only.")
+            return cache
+        return FeatureCache.open(
+            self._zarr_store, f"features/{key}", n, d, dtype, dict(attrs or {}), False
+        )
+
+    def feature_caches(self) -> list[str]:
+        return self.files.listdir("features")
 
     # -- maintenance --------------------------------------------------------------------------
     def verify(self) -> list[Problem]:
