@@ -142,7 +142,8 @@ class FsspecFiles:
             return []
         except TypeError:  # filesystems without a listing cache
             entries = self.fs.ls(self._p(path), detail=False)
-        names = (posixpath.basename(e.rstrip("/")) for e in entries)
+        full = self._p(path).rstrip("/")
+        names = (posixpath.basename(e.rstrip("/")) for e in entries if e.rstrip("/") != full)
         return sorted(n for n in names if n != "zarr.json")
 
     def mtime(self, path: str) -> float:
@@ -155,11 +156,32 @@ class FsspecFiles:
     def delete(self, path: str) -> None:
         full = self._p(path)
         try:
-            if self.fs.isdir(full):
-                self.fs.rm(full, recursive=True)
-            else:
-                self.fs.rm_file(full)
+            found = self.fs.find(full, withdirs=True, detail=True)
         except FileNotFoundError:
+            found = {}
+        files = [p for p, info in found.items() if info.get("type") != "directory"]
+        if files:
+            self.fs.rm(files)
+        elif not found:
+            try:
+                self.fs.rm_file(full)
+            except FileNotFoundError:
+                pass
+        # Some servers (SeaweedFS) keep emptied "folders" listed until their folder keys are
+        # deleted, deepest first; elsewhere this is a no-op.
+        folders = {posixpath.dirname(p) for p in files} | {full}
+        for folder in sorted(folders, key=len, reverse=True):
+            if folder.startswith(full):
+                self._delete_folder_key(folder)
+
+    def _delete_folder_key(self, folder: str) -> None:
+        call = getattr(self.fs, "call_s3", None)
+        if call is None:
+            return
+        bucket, _, key = folder.partition("/")
+        try:
+            call("delete_object", Bucket=bucket, Key=key.rstrip("/") + "/")
+        except (OSError, FileNotFoundError):
             pass
 
     def sync_tree(self, path: str) -> None:
@@ -169,12 +191,28 @@ class FsspecFiles:
         self.fs.pipe_file(self._p(path), data)
 
     def create_if_absent(self, path: str, data: bytes) -> None:
+        # ``pipe_file(mode="create")`` sends ``If-None-Match: *``; never ``open("xb")``, which
+        # commits an empty file without the header.
         try:
             self.fs.pipe_file(self._p(path), data, mode="create")
         except FileExistsError as err:
             raise CreateConflict(path) from err
         except OSError as err:
-            text = f"{err} {getattr(err, '__cause__', '')}"
-            if any(s in text for s in ("412", "PreconditionFailed", "409", "ConditionalRequest")):
+            if _is_precondition_failure(err):  # SeaweedFS: s3fs maps its 412 to EINVAL
                 raise CreateConflict(path) from err
             raise
+
+
+def _is_precondition_failure(err: BaseException) -> bool:
+    """An S3 412 PreconditionFailed / 409 ConditionalRequestConflict, however s3fs wrapped it."""
+    for exc in (err, err.__cause__):
+        response = getattr(exc, "response", None)
+        if isinstance(response, dict):
+            code = str(response.get("Error", {}).get("Code", ""))
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (
+                409,
+                412,
+            ):
+                return True
+    return False

@@ -106,7 +106,8 @@ def check_features(features: Any, owner: str, *, k: int | None = None) -> np.nda
         raise TypeError(
             f"The 'features' parameter of {owner} must be numeric. Got dtype {arr.dtype} instead."
         )
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, reported below
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
     if not np.isfinite(arr).all():
         rows = np.flatnonzero(~np.isfinite(arr).all(axis=1))[:5]
         raise ValueError(

@@ -176,12 +176,39 @@ class ExemplarsBuffer(ABC):
                     "of the recorded class."
                 )
         params = dict(state["params"])
+        try:  # the constructor's checks, and the group sizes these params give
+            expected = self._with_params(params)._group_sizes([key for key, *_ in groups])
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{owner}: corrupted state dict (params {params!r}: {err})") from err
+        sizes = [size for _, size, _, _ in groups]
+        if sizes != expected:
+            raise ValueError(
+                f"{owner}: corrupted state dict (group sizes {sizes} do not follow from "
+                f"max_size={params['max_size']}; expected {expected})."
+            )
+        backup = self.state_dict()
+        try:
+            self._apply_state(state, groups)
+        except Exception as err:
+            self._apply_state(backup, _check_state(backup, type(self).__name__, owner))
+            raise ValueError(f"{owner}: corrupted state dict ({err}).") from err
+
+    def _apply_state(self, state: Mapping[str, Any], groups: list) -> None:
+        params = dict(state["params"])
         max_size = params.pop("max_size")
         self._set_params(params)
         self._max_size = int(max_size)
         self._num_updates = int(state["num_updates"])
         set_generator_state(self._generator, state["generator_state"])
         self._restore_groups(groups)
+
+    def _with_params(self, params: dict[str, Any]) -> ExemplarsBuffer:
+        """A fresh buffer of this class built from ``params`` (validates them)."""
+        return type(self)(**params)
+
+    def _group_sizes(self, keys: list[int]) -> list[int]:
+        """The ``max_size`` each group with these keys must have."""
+        return [self._max_size]
 
     # -- for subclasses ---------------------------------------------------------------------
     @abstractmethod
@@ -253,7 +280,18 @@ def _check_state(state: Any, policy: str, owner: str) -> list[tuple[int, int, Ex
             sl = np.arange(lo, hi)
             out.append((key, size, rows.take(sl), None if weights is None else weights[sl]))
             start = hi
-        np.asarray(state["generator_state"], dtype=np.uint8)
+        gen = np.asarray(state["generator_state"])
+        if (
+            gen.ndim != 1
+            or gen.dtype.kind not in "iu"
+            or (gen.size and (gen.min() < 0 or gen.max() > 255))
+        ):
+            raise ValueError("'generator_state' must be a 1-D array of bytes")
+        try:
+            torch.Generator().set_state(torch.from_numpy(gen.astype(np.uint8)))
+        except RuntimeError as err:
+            msg = f"'generator_state' is not a torch CPU generator state: {err}"
+            raise ValueError(msg) from err
         int(state["num_updates"])
         int(state["params"]["max_size"])
     except (KeyError, TypeError, ValueError, IndexError) as err:
@@ -384,6 +422,10 @@ class BalancedExemplarsBuffer(ExemplarsBuffer):
         super()._set_params(params)
         self.adaptive_size = bool(params.get("adaptive_size", self.adaptive_size))
         self.total_num_groups = params.get(self._total_name, self.total_num_groups)
+
+    def _group_sizes(self, keys: list[int]) -> list[int]:
+        lengths = self._lengths_for(keys)
+        return [lengths[key] for key in keys]
 
     def _lengths_for(self, keys: list[int]) -> dict[int, int]:
         ordered = sorted(keys)
@@ -539,6 +581,9 @@ class ParametricBuffer(BalancedExemplarsBuffer):
     def _set_params(self, params: dict[str, Any]) -> None:
         self.seed = int(params.get("seed", self.seed))
         self.groupby = params.get("groupby", self.groupby)
+
+    def _with_params(self, params: dict[str, Any]) -> ParametricBuffer:
+        return ParametricBuffer(selection_strategy=self.selection_strategy, **params)
 
     def _group_keys(self, rows: ExemplarSet, index: int) -> np.ndarray:
         if self.groupby is None:

@@ -58,6 +58,9 @@ def item_input(item: Any, input_key: str | None = None) -> Any:
 
 
 def _batch_inputs(dataset: Any, keys: np.ndarray, input_key: str | None) -> torch.Tensor:
+    get_inputs = getattr(dataset, "get_inputs", None)  # ArraySource: one gather
+    if get_inputs is not None:
+        return torch.as_tensor(get_inputs(keys))
     getitems = getattr(dataset, "__getitems__", None)
     items = getitems(keys.tolist()) if getitems is not None else [dataset[int(k)] for k in keys]
     if isinstance(items, torch.Tensor):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import TYPE_CHECKING
 
@@ -13,14 +14,21 @@ if TYPE_CHECKING:
 
 __all__ = ["verify_store", "gc_store"]
 
+_SNAPSHOT_REF = re.compile(r"^snapshots/\d{10}-[0-9a-f]{8}$")
 
-def _scan_buffer(store: Store, name: str):
-    """(published seqs, manifest problems, referenced snapshots, debris) of one buffer."""
-    from .store import _MANIFEST, Problem
+
+def _scan_buffer(store: Store, name: str, check_data: bool = True):
+    """(published seqs, manifest problems, referenced snapshots, debris) of one buffer.
+
+    ``check_data`` reads every snapshot and checks its checksums (verify); gc only needs the
+    manifests, so it skips that O(data) pass.
+    """
+    from .store import _MANIFEST, _SNAPSHOT, Problem
 
     problems: list[Problem] = []
     debris: list[str] = []
     referenced: dict[str, int] = {}
+    damaged: set[int] = set()  # seqs whose manifest exists but cannot be read
     commits = f"buffers/{name}/commits"
     seqs = []
     for entry in store.files.listdir(commits):
@@ -34,8 +42,11 @@ def _scan_buffer(store: Store, name: str):
             manifest = store._manifest(name, seq)
         except MemstoreError as err:
             problems.append(Problem(f"{commits}/{entry}", str(err)))
+            damaged.add(seq)
             continue
         referenced[manifest["snapshot"].split("/")[-1]] = seq
+        if not check_data:
+            continue
         try:
             store.state(name, seq)
         except MemstoreError as err:
@@ -46,7 +57,9 @@ def _scan_buffer(store: Store, name: str):
                     f"snapshot referenced by commit {seq} is missing",
                 )
     for entry in store.files.listdir(f"buffers/{name}/snapshots"):
-        if entry not in referenced:
+        m = _SNAPSHOT.match(entry)
+        if entry not in referenced and not (m and int(m.group(1)) in damaged):
+            # A damaged manifest's snapshot is evidence for repair, not debris.
             debris.append(f"buffers/{name}/snapshots/{entry}")
     return sorted(seqs), problems, referenced, debris
 
@@ -83,14 +96,16 @@ def gc_store(store: Store, keep: int, grace_seconds: float) -> list[str]:
             return True
 
     for name in store.files.listdir("buffers"):
-        seqs, _problems, referenced, debris = _scan_buffer(store, name)
+        seqs, _problems, referenced, debris = _scan_buffer(store, name, check_data=False)
         for seq in seqs[:-keep]:
             path = store._manifest_path(name, seq)
             snapshot = None
             try:
                 snapshot = json.loads(store.files.read(path)).get("snapshot")
-            except (ValueError, OSError):
+            except (ValueError, OSError, AttributeError):
                 pass
+            if not (isinstance(snapshot, str) and _SNAPSHOT_REF.match(snapshot)):
+                snapshot = None  # never follow a damaged reference out of the buffer
             store.files.delete(path)  # manifest first: never a manifest without its data
             removed.append(path)
             if snapshot:

@@ -182,7 +182,11 @@ class ClosestToCenterSelectionStrategy(FeatureBasedExemplarsSelectionStrategy):
 
 
 def smallest_k_stable(values: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the ``k`` smallest values in ascending order, ties by lower position."""
+    """Positions of the ``k`` smallest values in ascending order, ties by lower position.
+
+    Partial selection (``np.partition``, O(N)) finds the k-th value; only the values up to it
+    are sorted (stable), so the cost is O(N + k·log k) rather than a full sort.
+    """
     n = values.shape[0]
     if k <= 0:
         return np.empty(0, dtype=np.int64)
@@ -194,60 +198,291 @@ def smallest_k_stable(values: np.ndarray, k: int) -> np.ndarray:
     return cand[np.argsort(values[cand], kind="stable")][:k].astype(np.int64)
 
 
+# -- exact herding / closest-to-center ---------------------------------------------------------
+_U32 = 2.0**-24  # unit roundoff of float32
+_UBF16 = 2.0**-8  # unit roundoff of bfloat16
+_BLOCK_ELEMENTS = 1 << 18  # elements of a per-block temporary (1 MiB of float32: stays in L2)
+_QUANT_ROWS = 2048  # rows quantised at a time when building the int8 copy
+_INT8_MIN_ELEMENTS = 1 << 21  # below ~8 MiB of features a float32 pass is cache-resident
+_INT8_MIN_K = 64  # building the int8 copy costs ~25 float32 passes; worth it from here
+_MAX_D = 100_000  # the rounding argument of herding_order needs (d + 4)·u32 << 1
+_MAX_NORM = 1e18  # beyond, the reference's float32 distances may overflow
+
+
+def _gamma(n: int, unit: float = _U32) -> float:
+    """Higham's γ_n: relative error bound of an n-term floating-point dot product or sum."""
+    return n * unit / (1.0 - n * unit)
+
+
+def _row_blocks(n: int, d: int) -> list[tuple[int, int]]:
+    """Row ranges of about ``_BLOCK_ELEMENTS`` elements, none of a single row (unless n == 1).
+
+    A one-row tensor may be summed by torch's parallel two-pass reduction, whose rounding
+    differs from the per-row reduction the reference's ``[N, d]`` sum uses.
+    """
+    step = max(2, _BLOCK_ELEMENTS // max(d, 1))
+    bounds = [*range(0, n, step), n]
+    if n > 1 and bounds[-1] - bounds[-2] == 1:
+        del bounds[-2]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
 def closest_to_center_order(features: np.ndarray, k: int) -> np.ndarray:
-    """Reference distances (float32, as Avalanche computes them), then a stable top-k."""
+    """The reference's float32 distances ``pow(x − mean, 2).sum(dim=1)``, then a stable top-k.
+
+    Same torch expression as Avalanche, so every distance is bit-identical, but evaluated one
+    cache-sized block of rows at a time (the reference materialises two ``N×d`` temporaries).
+    Cost: O(N·d) and O(N + k·log k) for the selection.
+    """
     x = torch.from_numpy(features)
+    n, d = x.shape
     center = x.mean(dim=0)
-    distances = torch.pow(x - center, 2).sum(dim=1).numpy()
-    return smallest_k_stable(distances, k)
+    distances = torch.empty(n, dtype=torch.float32)
+    buf = torch.empty(0, dtype=torch.float32)
+    for a, b in _row_blocks(n, d):
+        buf.resize_(b - a, d)
+        torch.sub(x[a:b], center, out=buf)
+        buf.pow_(2)
+        torch.sum(buf, dim=1, out=distances[a:b])
+    return smallest_k_stable(distances.numpy(), k)
+
+
+class _Float32Scores:
+    """Estimates of ``σ'_j = ‖y_j‖² − 2⟨y_j, t'⟩`` (``y = x − center``) by one float32 sgemv.
+
+    ``⟨y, t'⟩ = ⟨x, t'⟩ − ⟨center, t'⟩``: the sgemv reads the features themselves and the
+    last term, the same for every row, is returned as ``shift``; only when the mean is large
+    against the spread (where that cancellation would cost precision) is a centred float32
+    copy made.
+    """
+
+    def __init__(self, x32: np.ndarray, c32: np.ndarray, xmax: float) -> None:
+        n, d = x32.shape
+        self.d, self.c64 = d, c32.astype(np.float64)
+        self.cn = float(self.c64 @ self.c64) ** 0.5
+        self.sq = np.empty(n, dtype=np.float32)
+        for a, b in _row_blocks(n, d):
+            y = x32[a:b] - c32
+            self.sq[a:b] = np.einsum("ij,ij->i", y, y)
+        self.g = _gamma(d + 2)
+        self.ymax = float(self.sq.max() * (1 + self.g)) ** 0.5 * (1 + _U32)
+        self.centred = self.cn > 2 * self.ymax
+        self.rows = x32 - c32 if self.centred else x32
+        self.rmax = self.ymax * (1 + 2 * _U32) if self.centred else xmax
+
+    def scores(self, tp: np.ndarray, tn: float) -> tuple[np.ndarray, float, float]:
+        """``est`` (float32, fresh), ``err``, ``shift``: ``|est_j + shift − σ'_j| ≤ err``."""
+        t32 = (-2.0 * tp).astype(np.float32)
+        t64 = t32.astype(np.float64)
+        tn32 = 0.5 * float(t64 @ t64) ** 0.5
+        ta = 0.5 * float(np.linalg.norm(t64 + 2.0 * tp))
+        est = self.rows @ t32  # ≈ −2⟨row, t'⟩
+        est += self.sq
+        shift = 0.0 if self.centred else 2.0 * float(self.c64 @ tp)
+        g, ym, rm, cn = self.g, self.ymax, self.rmax, self.cn
+        bound = (
+            (g + 6 * _U32) * ym * ym  # ‖y‖² in float32 (y itself rounded once)
+            + 2 * (g + _U32) * rm * tn32  # sgemv accumulation; centred rows rounded once
+            + 2 * rm * ta  # t' rounded to float32
+            + _U32 * (ym * ym + 2 * rm * tn32 * (1 + g))  # adding ‖y‖²
+            + 2 * _gamma(self.d + 2, 2.0**-53) * cn * tn  # the shift, in float64
+            + 1e-14 * (rm + cn) * tn  # t' itself (float64)
+            + self.d * 2.0**-140  # subnormal products
+        )
+        return est, 1.01 * bound + 1e-30, shift
+
+
+class _Int8Scores:
+    """The same estimates from an int8 copy of ``y`` (per-row bf16 scale) and a bf16 query.
+
+    One pass reads a quarter of the float32 bytes. Torch's weight-only int8 kernel
+    (``torch._weight_int8pack_mm``) accumulates in float32; whatever its path (float32 or
+    bf16 dequantisation, bf16 output), ``|est_j − σ'_j| ≤ 2(‖y_j − ŷ_j‖·‖t'‖ + ‖ŷ_j‖·(‖t' − a‖
+    + κ‖a‖))`` plus float32 rounding, with ``ŷ`` the dequantised row, ``a`` the bf16 query and
+    ``κ = 2·u_bf16 + 2γ_2d``. The kernel is checked against this bound on a sample before use.
+    """
+
+    def __init__(self, x32: np.ndarray, c32: np.ndarray, xmax: float) -> None:
+        n, d = x32.shape
+        self.d, self.xmax = d, xmax
+        dpad = -(-d // 64) * 64  # the kernel reads 16-element vectors without a tail loop
+        self.q = torch.zeros((n, dpad), dtype=torch.int8)  # torch-allocated: aligned rows
+        qn = self.q.numpy()
+        self.sq = np.empty(n, dtype=np.float32)
+        scales = np.empty(n, dtype=np.float32)
+        res = np.empty(n, dtype=np.float32)
+        for a in range(0, n, _QUANT_ROWS):
+            b = min(n, a + _QUANT_ROWS)
+            y = x32[a:b] - c32
+            self.sq[a:b] = np.einsum("ij,ij->i", y, y)
+            # bf16 scale >= max|y|/127: |q| <= 127 without clipping.
+            s = torch.from_numpy(np.abs(y).max(axis=1) / np.float32(126.5))
+            s = s.bfloat16().float().numpy()
+            s[~(s >= 2.0**-100)] = 1.0  # ~zero rows: q = 0 (no subnormal scale to flush)
+            q = np.rint(y / s[:, None])
+            np.clip(q, -127, 127, out=q)
+            qn[a:b, :d] = q
+            q *= s[:, None]  # exact: 8-bit scale times a 7-bit integer
+            y -= q  # exact (Sterbenz): the quantisation residual
+            res[a:b] = np.einsum("ij,ij->i", y, y)
+            scales[a:b] = s
+        g = _gamma(d + 2)
+        self.g = g
+        self.ymax = float(self.sq.max() * (1 + g)) ** 0.5 * (1 + _U32)
+        resmax = float(res.max() * (1 + g)) ** 0.5 * (1 + _U32)
+        self.resmax = resmax + 1.01 * _U32 * self.ymax  # y = x − c was itself rounded
+        self.yhmax = self.ymax + resmax
+        self.scales2 = torch.from_numpy(2 * scales).bfloat16()  # exact: a power of two
+        self.kappa = 2 * _UBF16 + 2 * _UBF16 * _UBF16 + 2 * _gamma(2 * d + 4)
+        self.a = torch.zeros((1, dpad), dtype=torch.bfloat16)
+        self._check_kernel(qn[: min(n, 256), :d], scales[: min(n, 256)])
+
+    def _check_kernel(self, q: np.ndarray, scales: np.ndarray) -> None:
+        """Refuse a kernel whose output breaks the bound (another torch build, a new path)."""
+        probe = np.cos(np.arange(self.d) * 0.7) * (1 + np.arange(self.d) % 3)
+        self.a[0, : self.d] = torch.from_numpy(probe)
+        a64 = self.a[0, : self.d].double().numpy()
+        out = torch._weight_int8pack_mm(self.a, self.q[: len(q)], self.scales2[: len(q)])
+        yhat = q.astype(np.float64) * scales[:, None].astype(np.float64)
+        exact = 2 * (yhat @ a64)
+        bound = 2 * np.linalg.norm(yhat, axis=1) * np.linalg.norm(a64) * self.kappa + 1e-30
+        if not np.all(np.abs(out[0].double().numpy() - exact) <= bound):
+            raise RuntimeError("int8 kernel outside its error bound")
+
+    def scores(self, tp: np.ndarray, tn: float) -> tuple[np.ndarray, float, float]:
+        """``est`` (float32, fresh), ``err``, ``shift = 0``: ``|est_j − σ'_j| ≤ err``."""
+        d = self.d
+        self.a[0, :d] = torch.from_numpy(tp)  # round to bf16
+        a64 = self.a[0, :d].double().numpy()
+        an = float(a64 @ a64) ** 0.5
+        ta = float(np.linalg.norm(a64 - tp))
+        out = torch._weight_int8pack_mm(self.a, self.q, self.scales2)
+        est = self.sq - out[0].float().numpy()
+        g, ym = self.g, self.ymax
+        omax = 2 * self.yhmax * an * (1 + self.kappa)
+        bound = (
+            (g + 6 * _U32) * ym * ym  # ‖y‖² in float32
+            + 2 * self.resmax * tn  # quantisation of y
+            + 2 * self.yhmax * (ta + self.kappa * an)  # bf16 query, kernel rounding
+            + _U32 * (ym * ym + omax)  # the float32 subtraction
+            + 1e-14 * ym * tn  # t' itself (float64)
+            + 2 * self.yhmax * d**0.5 * 2.0**-125
+            + d * 2.0**-122  # flushed subnormals
+        )
+        return est, 1.01 * bound + 1e-30, 0.0
+
+
+def _make_scores(
+    x32: np.ndarray, c32: np.ndarray, xmax: float, k: int
+) -> _Float32Scores | _Int8Scores:
+    n, d = x32.shape
+    dpad = -(-d // 64) * 64
+    if (
+        n * d >= _INT8_MIN_ELEMENTS
+        and k >= _INT8_MIN_K
+        and n * dpad < 2**31  # the kernel indexes with 32-bit ints
+        and hasattr(torch, "_weight_int8pack_mm")
+    ):
+        try:
+            return _Int8Scores(x32, c32, xmax)
+        except (RuntimeError, TypeError, NotImplementedError):
+            pass  # no usable kernel in this torch build: the float32 pass is exact too
+    return _Float32Scores(x32, c32, xmax)
 
 
 def herding_order(features: np.ndarray, k: int) -> np.ndarray:
     """The first ``k`` herding picks, identical to Avalanche's float32 loop.
 
-    Picks minimise ``‖x_j‖² − 2⟨x_j, t⟩`` with ``t = (i+1)·center − i·current`` (one sgemv per
-    pick). Every row whose score lies within a bound on float32 rounding (of this score and of
-    the reference's distance) of the best is re-scored with the reference's expression
-    ``((current·i/(i+1) + x/(i+1)) − center)²`` summed in float32, and the reference's argmin
-    among them is taken; the running mean is updated exactly as the reference does.
+    Pick ``i`` minimises the reference's distance ``D_j = ‖(i·cur + x_j)/(i+1) − center‖²``,
+    with ``cur`` and ``center`` the reference's own float32 vectors. In exact arithmetic
+    ``(i+1)²·D_j = ‖y_j − t'‖²`` with ``y = x − center`` and ``t' = i·(center − cur)``, so:
+
+    1. one pass estimates ``σ'_j = ‖y_j‖² − 2⟨y_j, t'⟩`` for every row with a rigorous error
+       bound — an int8 copy of ``y`` (a quarter of the bytes) for large inputs, else one
+       float32 sgemv; never an ``N×d`` temporary;
+    2. rows whose estimate is within twice that bound plus the reference's float32 rounding
+       margin of the best are re-scored exactly (float64);
+    3. if several stay within the rounding margin (near-ties, duplicates), the reference's
+       own float32 expression decides among them (first index on ties), so the pick is the
+       reference's; ``cur`` is updated with the reference's float32 arithmetic.
+
+    Cost: O(k·N·d) — one pass over the features per pick, and only the first ``k`` picks
+    (the reference orders all N rows and allocates several N×d arrays per pick).
     """
     n, d = features.shape
     k = min(int(k), n)
     picks = np.empty(k, dtype=np.int64)
     if k == 0:
         return picks
-    x32 = features
+    x32 = np.ascontiguousarray(features, dtype=np.float32)
     xt = torch.from_numpy(x32)
-    center_t = xt.mean(dim=0)
-    center = center_t.double().numpy()
-    sq = np.einsum("ij,ij->i", x32, x32, dtype=np.float64)
-    xmax = float(np.sqrt(sq.max()))
-    cnorm = float(np.linalg.norm(center))
-    current_t = center_t * 0
-    current = np.zeros(d)
-    gamma = (d + 4) * _EPS32
+    center_t = xt.mean(dim=0)  # the reference's center, last bit included
+    c32 = center_t.numpy()
+    c64 = c32.astype(np.float64)
+    cn = float(c64 @ c64) ** 0.5
+    xsq = float(np.einsum("ij,ij->i", x32, x32).max())
+    xmax = (xsq * (1 + _gamma(d + 2))) ** 0.5 * (1 + _U32)
+    scores = None  # outside the rounding argument below, every pick runs the reference's loop
+    if d <= _MAX_D and xmax < _MAX_NORM:
+        scores = _make_scores(x32, c32, xmax, k)
+    gref = _gamma(d + 4)
+    eta_unit = 4.04 * (d + 10) * 2.0**-53  # float64 re-scoring error, relative
+    limit = max(256, n // 16)
     taken = np.zeros(n, dtype=bool)
-    for i in range(k):
-        t = (i + 1) * center - i * current
-        tnorm = float(np.linalg.norm(t))
-        score = sq - 2.0 * (x32 @ t.astype(np.float32)).astype(np.float64)
-        score[taken] = np.inf
-        best = float(score.min())
-        # Reference distance of the best (exact-math value), and bounds on both roundings.
-        ref = max(best + tnorm * tnorm, 0.0) / (i + 1) ** 2
-        elem = 3 * _EPS32 * (float(np.linalg.norm(current)) + xmax / (i + 1) + cnorm)
-        ref_err = 2 * np.sqrt(ref) * elem + elem * elem + gamma * ref
-        score_err = 2 * gamma * xmax * (xmax + tnorm)
-        margin = 4 * (score_err + (i + 1) ** 2 * ref_err) + 1e-30
-        cand = np.flatnonzero(score <= best + margin)
-        cand_t = torch.from_numpy(cand)
-        candidate_centers = current_t * i / (i + 1) + xt[cand_t] / (i + 1)
-        distances = pow(candidate_centers - center_t, 2).sum(dim=1)
-        j = int(torch.argmin(distances))
-        picks[i] = cand[j]
-        taken[cand[j]] = True
-        current_t = candidate_centers[j]
-        current = current_t.double().numpy()
+    cur32 = np.zeros(d, dtype=np.float32)
+    i = 0
+    while i < k:
+        cur64 = cur32.astype(np.float64)
+        tp = i * (c64 - cur64)
+        tn = float(tp @ tp) ** 0.5
+        cand = None
+        if scores is not None:
+            est, err, shift = scores.scores(tp, tn)
+            est[picks[:i]] = np.inf
+            j0 = int(np.argmin(est))
+            best = float(est[j0])
+            if best < np.inf and err < np.inf:
+                # The reference's float32 D̃_j: every element of its (cur·i/(i+1) + x/(i+1))
+                # − center is off by at most δ, squaring and summing add γ relatively, so
+                # |D̃_j − D_j| ≤ ρ(D_j) = δ(2√D_j + δ) + γ(√D_j + δ)². Its pick has
+                # D ≤ D_min + ρ(D) + ρ(D_min), impossible above d_cap (there ρ(D) < 0.3·D):
+                # every row within (i+1)²·2ρ(d_cap) of the best (+ float64 slack) is kept.
+                n1 = float((i + 1) ** 2)
+                delta = 5 * _U32 * (float(cur64 @ cur64) ** 0.5 + xmax / (i + 1) + cn) + 1e-30
+                d_ub = max(best + shift + err + tn * tn, 0.0) / n1  # ≥ the smallest D_j
+                d_cap = max(4 * d_ub, 64 * delta * delta) + 1e-30
+                rd = d_cap**0.5
+                rho = delta * (2 * rd + delta) + gref * (rd + delta) ** 2 + 1e-36 * d
+                eta = eta_unit * (xmax + cn + tn) ** 2
+                margin = n1 * 2 * rho + 2 * eta
+                thr = best + 2 * err + margin
+                thr += 4 * _U32 * abs(thr) + 1e-37  # est is float32: compare at >= thr
+                cand = np.flatnonzero(est <= thr)
+                if len(cand) > limit and isinstance(scores, _Int8Scores):
+                    scores = _Float32Scores(x32, c32, xmax)  # int8 bound too loose here
+                    continue
+                if len(cand) > 1:
+                    diff = x32[cand].astype(np.float64)
+                    diff -= c64
+                    diff -= tp
+                    f = np.einsum("ij,ij->i", diff, diff)
+                    cand = cand[f <= f.min() + margin]
+        if cand is None:
+            cand = np.flatnonzero(~taken)  # no usable bound: the reference over all rows
+        if len(cand) > 1:
+            cand_t = torch.from_numpy(cand)
+            candidate_centers = torch.from_numpy(cur32) * i / (i + 1) + xt[cand_t] / (i + 1)
+            distances = pow(candidate_centers - center_t, 2).sum(dim=1)
+            p = int(cand[int(torch.argmin(distances))])
+        else:
+            p = int(cand[0])
+        picks[i] = p
+        taken[p] = True
+        # The reference's running center, elementwise float32 (bit-identical to torch's).
+        cur32 *= np.float32(i)
+        cur32 /= np.float32(i + 1)
+        cur32 += x32[p] / np.float32(i + 1)
+        i += 1
     return picks
 
 

@@ -26,8 +26,8 @@ class Source(Protocol):
 class ArraySource(torch.utils.data.Dataset):
     """In-memory arrays as a source: ``source[i] == (inputs[i], targets[i])``.
 
-    ``__getitems__`` slices in one go, so feature extraction and replay batch without a
-    Python loop over samples.
+    ``get_inputs(ids)`` slices the inputs in one go, so feature extraction batches without a
+    Python loop over samples; ``__getitems__`` returns the same items as ``__getitem__``.
     """
 
     def __init__(self, inputs: Any, targets: Any, task_labels: Any = None) -> None:
@@ -46,8 +46,14 @@ class ArraySource(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.inputs[index], int(self.targets[index])
 
-    def __getitems__(self, indices: list[int]) -> torch.Tensor:
-        return self.inputs[torch.as_tensor(indices, dtype=torch.long)]
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
+        """The items ``self[i]`` for ``indices`` (what ``DataLoader`` batches), one gather."""
+        targets = self.targets[np.asarray(indices, dtype=np.int64)].tolist()
+        return list(zip(self.get_inputs(indices), targets, strict=True))
+
+    def get_inputs(self, indices: Any) -> torch.Tensor:
+        """The inputs of ``indices`` as one batch tensor (feature extraction reads this)."""
+        return self.inputs[torch.as_tensor(np.asarray(indices, dtype=np.int64))]
 
 
 def fingerprint(dataset: Any) -> str:

@@ -53,6 +53,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _MANIFEST = re.compile(r"^(\d{10})\.json$")
 _SNAPSHOT = re.compile(r"^(\d{10})-([0-9a-f]{8})$")
 _CHUNK_ROWS = 1 << 20
+_MANIFEST_KEYS = {
+    "memstore_format", "state_format", "seq", "id", "time", "snapshot", "policy", "params",
+    "num_updates", "source_names", "groups", "arrays",
+}
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,9 @@ def _checksum(arr: np.ndarray) -> str:
 
 
 def _check_name(name: Any) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str):
+        raise TypeError(f"A buffer name must be a str. Got {type(name).__name__} {name!r} instead.")
+    if not _NAME.match(name):
         raise ValueError(
             "A buffer name must be 1-128 characters of letters, digits, '_', '.', '-' "
             f"(starting with a letter or digit). Got {name!r} instead."
@@ -165,8 +171,13 @@ class Store:
         import fsspec
 
         protocol = url.split("://", 1)[0]
+        options = dict(storage_options or {})
+        if protocol in ("s3", "s3a", "gs", "gcs", "az", "abfs"):
+            # Commits appear from other processes: listings must never come from a cache.
+            options.setdefault("use_listings_cache", False)
+        storage_options = options
         try:
-            fs, root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+            fs, root = fsspec.core.url_to_fs(url, **options)
         except (ValueError, ImportError) as err:
             raise ValueError(
                 f"Cannot open {url!r}: unknown or unavailable URL scheme {protocol!r} "
@@ -187,9 +198,20 @@ class Store:
                 ) from None
             return False
         except PermissionError as err:
-            raise PermissionError(f"Cannot read {self.url!r}: {err}") from err
+            raise PermissionError(
+                f"Access to {self.url!r} was refused ({err}): check the credentials in "
+                "storage_options (key/secret) or the environment."
+            ) from err
         except OSError as err:
             raise MemstoreError(f"Cannot reach the store at {self.url!r}: {err}") from err
+        except Exception as err:
+            if type(err).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
+                raise PermissionError(
+                    f"No credentials to access {self.url!r} ({err}): pass "
+                    "storage_options={'key': ..., 'secret': ...} or set AWS_ACCESS_KEY_ID / "
+                    "AWS_SECRET_ACCESS_KEY."
+                ) from err
+            raise
         try:
             meta = json.loads(raw)
         except ValueError as err:
@@ -218,16 +240,16 @@ class Store:
             raise MemstoreError(f"Cannot create a memstore at {self.url!r}: {err}") from err
 
     def _probe_conditional_writes(self) -> bool:
-        path = f".memstore/probe-{uuid.uuid4().hex[:12]}"
+        folder = f".memstore/probe-{uuid.uuid4().hex[:12]}"
         try:
-            self.files.create_if_absent(path, b"1")
+            self.files.create_if_absent(f"{folder}/p", b"1")
             try:
-                self.files.create_if_absent(path, b"2")
+                self.files.create_if_absent(f"{folder}/p", b"2")
             except CreateConflict:
                 return True
             return False
         finally:
-            self.files.delete(path)
+            self.files.delete(folder)
 
     def _writable(self, what: str) -> None:
         if self.read_only:
@@ -270,18 +292,35 @@ class Store:
         path = self._manifest_path(name, seq)
         try:
             manifest = json.loads(self.files.read(path))
-            if manifest.get("seq") != seq or "arrays" not in manifest:
+            if not isinstance(manifest, dict):
+                raise ValueError("not a JSON object")
+            version = manifest.get("memstore_format")
+            if isinstance(version, int) and version > FORMAT_VERSION:  # before any field check
+                raise FormatVersionError(
+                    f"{self.url}/{path} was written with a newer memstore format {version}; "
+                    f"this memstore reads format {FORMAT_VERSION}. Upgrade memstore to load it."
+                )
+            missing = sorted(_MANIFEST_KEYS - set(manifest))
+            if missing:
+                raise ValueError(f"missing fields {missing}")
+            snapshot = manifest["snapshot"]
+            if (
+                manifest["seq"] != seq
+                or version != FORMAT_VERSION
+                or not isinstance(snapshot, str)
+                or not snapshot.startswith(f"snapshots/{seq:010d}-")
+                or not _SNAPSHOT.match(snapshot[len("snapshots/") :])
+                or not isinstance(manifest["arrays"], dict)
+            ):
                 raise ValueError("fields do not match its file name")
-        except (ValueError, UnicodeDecodeError, AttributeError) as err:
+        except FormatVersionError:
+            raise
+        except ValueError as err:  # JSON and UTF-8 decoding errors are ValueErrors too
+            older = [s for s in seqs if s < seq][-3:]
             raise CorruptStoreError(
                 f"{self.url}/{path}: manifest is damaged ({err}). Older commits "
-                f"({seqs[:-1][-3:]}...) can be loaded with commit=N."
+                f"({older}) can be loaded with commit=N."
             ) from err
-        if manifest.get("memstore_format", 0) > FORMAT_VERSION:
-            raise FormatVersionError(
-                f"{self.url}/{path} was written with a newer memstore format "
-                f"{manifest['memstore_format']}."
-            )
         return manifest
 
     def log(self, name: str) -> list[Commit]:

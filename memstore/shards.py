@@ -1,0 +1,1084 @@
+"""Webdataset tar shards as a source: a one-pass index of member offsets, random access by
+offset (``os.pread`` locally, ranged GETs through fsspec) and sequential streaming.
+
+Index (format version 1). A sample's id is its position in shard order, then tar order within
+its shard. Saved in a store under ``sources/<name>`` as a JSON record plus flat 1-D arrays:
+
+* record: ``kind="shards"``, ``format``, ``spec``, ``shards`` (URLs), ``shard_sizes``,
+  ``shard_hashes`` (blake2b of size + first and last 64 KiB), ``shard_counts`` (samples per
+  shard), ``target_key``, ``members`` (member extensions, sorted), ``key_width``, ``length``,
+  ``fingerprint``;
+* ``keys`` uint8 ``[N * key_width]`` (UTF-8 ``__key__``, NUL-padded), ``targets`` int64
+  ``[N]``, and per member ``offset_<ext>`` / ``size_<ext>`` int64 ``[N]``: the byte offset of
+  the member's *data* (after its tar header) and its size.
+
+Every sample must hold exactly the members of the first sample; the target member holds an
+int as text (webdataset's ``cls``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._validation import as_int_array, check_bool, check_int
+from .errors import CorruptStoreError, FormatVersionError, MemstoreError, SourceMismatchError
+from .experiences import Experience
+
+__all__ = ["ShardSource", "CorruptShardError", "expand_spec", "INDEX_FORMAT"]
+
+INDEX_FORMAT = 1
+_OWNER = "ShardSource"
+_BLOCK = 512
+_ZERO_BLOCK = bytes(_BLOCK)
+_SCAN_CHUNK = 8 << 20  # bytes read per call while indexing
+_STREAM_CHUNK = 16 << 20  # bytes read per call while streaming
+_HASH_SPAN = 64 << 10  # head and tail hashed for change detection
+_MAX_OPEN_FILES = 64
+_COALESCE_GAP = 8 << 10  # adjacent reads closer than this are merged into one
+_RUN_BLOCK = 1 << 20  # ... but a merged read never straddles a 1 MiB boundary
+_INT_EXTS = frozenset({"cls", "cls2", "class", "count", "index", "inx", "id"})
+_TEXT_EXTS = frozenset({"txt", "text", "transcript"})
+_IMAGE_EXTS = frozenset({"png", "jpg", "jpeg", "ppm", "pgm", "pbm", "bmp", "tif", "tiff", "webp"})
+_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
+class CorruptShardError(MemstoreError, ValueError):
+    """A shard is damaged or no longer matches its index (truncated tar, a sample missing a
+    member, a target that is not an int)."""
+
+
+# -- shard lists -----------------------------------------------------------------------------
+_BRACE = re.compile(r"\{([^{}]*)\}")
+
+
+def _expand_braces(pattern: str) -> list[str]:
+    match = _BRACE.search(pattern)
+    if match is None:
+        return [pattern]
+    body, head, tail = match.group(1), pattern[: match.start()], pattern[match.end() :]
+    rng = re.fullmatch(r"(\d+)\.\.(\d+)", body)
+    if rng:
+        lo, hi = rng.groups()
+        if int(hi) < int(lo):
+            raise ValueError(f"The 'spec' parameter of {_OWNER} has a descending range {{{body}}}.")
+        padded = (len(lo) > 1 and lo[0] == "0") or (len(hi) > 1 and hi[0] == "0")
+        width = max(len(lo), len(hi)) if padded else 0
+        items = [str(i).zfill(width) for i in range(int(lo), int(hi) + 1)]
+    else:
+        items = body.split(",")
+    return [out for item in items for out in _expand_braces(head + item + tail)]
+
+
+def expand_spec(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    """Shard URLs of a brace spec (``"d/train-{000000..000255}.tar"``, ``{a,b}`` lists) or of a
+    list of paths, in order. Raises ValueError on an empty or duplicated list."""
+    if isinstance(spec, (str, os.PathLike)):
+        urls = _expand_braces(os.fspath(spec))
+    elif isinstance(spec, Sequence) and all(isinstance(u, (str, os.PathLike)) for u in spec):
+        urls = [os.fspath(u) for u in spec]
+    else:
+        raise TypeError(
+            f"The 'spec' parameter of {_OWNER} must be a str (brace pattern) or a list of shard "
+            f"paths/URLs. Got {type(spec).__name__} instead."
+        )
+    if not urls or any(not u for u in urls):
+        raise ValueError(f"The 'spec' parameter of {_OWNER} names no shards. Got {spec!r} instead.")
+    if len(set(urls)) != len(urls):
+        dup = next(u for u in urls if urls.count(u) > 1)
+        raise ValueError(f"The 'spec' parameter of {_OWNER} lists shard {dup!r} twice.")
+    return urls
+
+
+def _is_local(url: str) -> bool:
+    return "://" not in url or url.startswith("file://")
+
+
+# -- one streaming pass over a tar ------------------------------------------------------------
+class _Window:
+    """A sliding window over a sequential stream: ``cover(a, b)`` makes ``buf`` hold bytes
+    ``[a, b)`` (``base`` = offset of ``buf[0]``), dropping what lies before ``a``."""
+
+    def __init__(self, stream: Any, on_bytes: Callable[[int], Any]) -> None:
+        self.stream, self.on_bytes = stream, on_bytes
+        self.seekable = bool(getattr(stream, "seekable", lambda: False)())
+        self.buf, self.base = b"", 0
+
+    def cover(self, start: int, end: int) -> bool:
+        buf_end = self.base + len(self.buf)
+        if self.base <= start and end <= buf_end:
+            return True
+        if start < buf_end:
+            self.buf = self.buf[start - self.base :]
+        else:
+            gap = start - buf_end
+            if gap and self.seekable:
+                self.stream.seek(start)
+                self.on_bytes(gap)
+                gap = 0
+            while gap > 0:
+                skipped = len(self.stream.read(min(gap, _SCAN_CHUNK)))
+                if not skipped:
+                    return False
+                self.on_bytes(skipped)
+                gap -= skipped
+            self.buf = b""
+        self.base = start
+        while self.base + len(self.buf) < end:
+            chunk = self.stream.read(max(_SCAN_CHUNK, end - self.base - len(self.buf)))
+            if not chunk:
+                return False
+            self.on_bytes(len(chunk))
+            self.buf += chunk
+        return True
+
+
+def _octal(field: bytes) -> int:
+    if field[0] & 0x80:  # GNU base-256 for sizes >= 8 GiB
+        return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
+    field = field.strip(b"\0 ")
+    return int(field, 8) if field else 0
+
+
+def _pax_records(payload: bytes) -> dict[str, str]:
+    out, pos = {}, 0
+    while pos < len(payload):
+        space = payload.index(b" ", pos)
+        length = int(payload[pos:space])
+        key, _, value = payload[space + 1 : pos + length - 1].partition(b"=")
+        out[key.decode()] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return out
+
+
+def _scan_tar(stream: Any, url: str, target_key: str, on_bytes: Callable[[int], Any]):
+    """Read every tar header of one shard (payloads are skipped, except target members).
+
+    Returns per-member lists ``(keys, exts, data_offsets, sizes)`` and the parsed targets
+    ``(member_positions, values)``. Cost: one sequential read of the shard, O(members) Python.
+    """
+    win = _Window(stream, on_bytes)
+    keys: list[str] = []
+    exts: list[str] = []
+    offsets: list[int] = []
+    sizes: list[int] = []
+    tpos: list[int] = []
+    tvals: list[int] = []
+    pos, long_name, pax = 0, None, {}
+    last = None
+    while True:
+        if not win.cover(pos, pos + _BLOCK):
+            where = (
+                "before its first member"
+                if last is None
+                else f"after member {last[0]!r} (sample key {last[1]!r}, {last[3]} bytes of data "
+                f"at byte {last[2]})"
+            )
+            raise CorruptShardError(
+                f"Shard {url!r} is truncated: it ends {where} without an end-of-archive marker. "
+                "Re-create the shard."
+            )
+        rel = pos - win.base
+        header = win.buf[rel : rel + _BLOCK]
+        if header == _ZERO_BLOCK:
+            break
+        try:
+            if header[257:262] != b"ustar" and _octal(header[148:156]) != (
+                sum(header[:148]) + sum(header[156:]) + 256
+            ):
+                raise ValueError("bad checksum")
+            size = _octal(header[124:136])
+        except ValueError as err:
+            where = "at its start" if last is None else f"after sample key {last[1]!r}"
+            raise CorruptShardError(
+                f"Shard {url!r} has a damaged tar header at byte {pos} ({where}): {err}. "
+                "Re-create the shard."
+            ) from err
+        kind = header[156]
+        data = pos + _BLOCK
+        if kind in (0x78, 0x4C, 0x67):  # pax header 'x', GNU long name 'L', pax global 'g'
+            if not win.cover(data, data + size):
+                raise CorruptShardError(f"Shard {url!r} is truncated inside a header at {pos}.")
+            payload = win.buf[data - win.base : data - win.base + size]
+            if kind == 0x78:
+                pax = _pax_records(payload)
+            elif kind == 0x4C:
+                long_name = payload.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            pos = data + ((size + _BLOCK - 1) & ~(_BLOCK - 1))
+            continue
+        if "size" in pax:
+            size = int(pax["size"])
+        pos = data + ((size + _BLOCK - 1) & ~(_BLOCK - 1))
+        if kind not in (0x30, 0, 0x37):  # only regular files are members
+            long_name, pax = None, {}
+            continue
+        if long_name is not None or "path" in pax:
+            name = long_name if long_name is not None else pax["path"]
+        else:
+            raw = header[:100].split(b"\0", 1)[0]
+            if header[257:262] == b"ustar" and header[345]:
+                raw = header[345:500].split(b"\0", 1)[0] + b"/" + raw
+            name = raw.decode("utf-8", "surrogateescape")
+        long_name, pax = None, {}
+        slash = name.rfind("/")
+        dot = name.find(".", slash + 1)
+        if dot <= slash + 1 or (slash < 0 and name.startswith("__") and name.endswith("__")):
+            continue  # no extension, or webdataset metadata: webdataset skips these too
+        key, ext = name[:dot], name[dot + 1 :].lower()
+        last = (name, key, data, size)
+        if ext == target_key:
+            if not win.cover(data, data + size):
+                continue  # the truncation is reported at the next header
+            raw_target = win.buf[data - win.base : data - win.base + size]
+            try:
+                tvals.append(int(raw_target))
+            except ValueError:
+                raise CorruptShardError(
+                    f"Shard {url!r}, sample key {key!r}: the target member {ext!r} must hold an "
+                    f"int as text. Got {bytes(raw_target[:40])!r} instead."
+                ) from None
+            tpos.append(len(keys))
+        keys.append(key)
+        exts.append(ext)
+        offsets.append(data)
+        sizes.append(size)
+    return keys, exts, offsets, sizes, tpos, tvals
+
+
+def _group_samples(url: str, scan, members: list[str] | None, target_key: str) -> dict:
+    """Turn per-member lists into per-sample arrays; check every sample's member set."""
+    keys, exts, offs, sizes, tpos, tvals = scan
+    if not keys:
+        m = len(members or ())
+        return {
+            "members": members,
+            "keys": np.empty(0, dtype="S1"),
+            "targets": np.empty(0, np.int64),
+            "offsets": np.empty((0, m), np.int64),
+            "sizes": np.empty((0, m), np.int64),
+        }
+    karr = np.asarray(keys)
+    new = np.ones(len(keys), dtype=bool)
+    new[1:] = karr[1:] != karr[:-1]
+    sample_of = np.cumsum(new) - 1
+    skeys = karr[new]
+    uniq, counts = np.unique(skeys, return_counts=True)
+    if (counts > 1).any():
+        raise CorruptShardError(
+            f"Shard {url!r}: sample key {str(uniq[counts > 1][0])!r} appears in two places "
+            "(its members are not adjacent). Re-create the shard with one block per sample."
+        )
+    if members is None:
+        first = np.asarray(exts[: int(np.searchsorted(sample_of, 1))])
+        members = sorted(set(first.tolist()))
+    if target_key not in members:
+        raise CorruptShardError(
+            f"Shard {url!r}, sample key {str(skeys[0])!r}: no target member {target_key!r} "
+            f"(members: {members}). Pass target_key= naming the member that holds the class."
+        )
+    col_of = {ext: c for c, ext in enumerate(members)}
+    uexts, inv = np.unique(np.asarray(exts), return_inverse=True)
+    col = np.asarray([col_of.get(e, -1) for e in uexts.tolist()], dtype=np.int64)[inv]
+    if (col < 0).any():
+        j = int(np.argmax(col < 0))
+        raise CorruptShardError(
+            f"Shard {url!r}, sample key {keys[j]!r}: unexpected member {exts[j]!r}; every sample "
+            f"must hold exactly the members {members}."
+        )
+    n, m = len(skeys), len(members)
+    count = np.bincount(sample_of * m + col, minlength=n * m).reshape(n, m)
+    if (count != 1).any():
+        s, c = np.argwhere(count != 1)[0]
+        what = "is missing member" if count[s, c] == 0 else "holds twice the member"
+        raise CorruptShardError(
+            f"Shard {url!r}, sample key {str(skeys[s])!r} {what} {members[c]!r}; every sample "
+            f"must hold exactly the members {members}."
+        )
+    offsets = np.empty((n, m), dtype=np.int64)
+    size_arr = np.empty((n, m), dtype=np.int64)
+    offsets[sample_of, col] = offs
+    size_arr[sample_of, col] = sizes
+    targets = np.empty(n, dtype=np.int64)
+    targets[sample_of[np.asarray(tpos, dtype=np.int64)]] = tvals
+    return {
+        "members": members,
+        "keys": np.char.encode(skeys, "utf-8"),
+        "targets": targets,
+        "offsets": offsets,
+        "sizes": size_arr,
+    }
+
+
+# -- decoding ---------------------------------------------------------------------------------
+def _decode_image(buf: Any, ext: str) -> torch.Tensor:
+    try:
+        from PIL import Image
+    except ImportError as err:
+        raise ImportError(
+            f"Decoding '.{ext}' members needs Pillow (pip install pillow); or pass decode=False "
+            "to get raw bytes, or decode=callable."
+        ) from err
+    with Image.open(io.BytesIO(bytes(buf))) as img:
+        return torch.from_numpy(np.array(img))
+
+
+class _NpyDecoder:
+    """``.npy`` bytes to a tensor; the header of the last array is cached so samples of one
+    shape/dtype decode with a byte compare and ``np.frombuffer``."""
+
+    def __init__(self) -> None:
+        self.header, self.dtype, self.shape, self.count = b"", None, (), 0
+
+    def __call__(self, buf: Any) -> torch.Tensor:
+        h = len(self.header)
+        head = buf[:h].tobytes() if isinstance(buf, memoryview) else buf[:h]
+        if not h or head != self.header or len(buf) != h + self.count * self.dtype.itemsize:
+            self._learn(buf)
+            h = len(self.header)
+            if not h:  # Fortran order / object / other: let numpy handle it
+                return torch.from_numpy(np.load(io.BytesIO(bytes(buf)), allow_pickle=False))
+        arr = np.frombuffer(buf, dtype=self.dtype, count=self.count, offset=h)
+        if not arr.flags.writeable:
+            arr = arr.copy()
+        return torch.from_numpy(arr.reshape(self.shape))
+
+    def rows(self, mat: np.ndarray) -> torch.Tensor | None:
+        """Decode a ``[n, size]`` uint8 matrix of equally sized ``.npy`` payloads at once;
+        ``None`` unless every row has the same header (then decode one by one)."""
+        if not len(mat):
+            return None
+        self._learn(mat[0])
+        h = len(self.header)
+        if not h or not (mat[:, :h] == np.frombuffer(self.header, dtype=np.uint8)).all():
+            return None
+        values = np.ascontiguousarray(mat[:, h:]).view(self.dtype)
+        return torch.from_numpy(values.reshape(len(mat), *self.shape))
+
+    def _learn(self, buf: Any) -> None:
+        f = io.BytesIO(bytes(buf[:4096]))
+        self.header = b""
+        try:
+            version = np.lib.format.read_magic(f)
+            reader = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else (np.lib.format.read_array_header_2_0)
+            )
+            shape, fortran, dtype = reader(f)
+        except ValueError:
+            return
+        if fortran or dtype.hasobject or dtype.byteorder == ">":
+            return
+        self.dtype, self.shape, self.count = dtype, shape, int(np.prod(shape, dtype=np.int64))
+        if len(buf) == f.tell() + self.count * dtype.itemsize:
+            self.header = bytes(buf[: f.tell()])
+
+
+def _collate(inputs: list[Any]) -> Any:
+    """Stack equally shaped tensors into one batch; anything else stays a list."""
+    if inputs and all(isinstance(x, torch.Tensor) for x in inputs):
+        first = inputs[0].shape
+        if all(x.shape == first for x in inputs):
+            return torch.stack(inputs)
+    return inputs
+
+
+# -- the source -------------------------------------------------------------------------------
+class ShardSource(torch.utils.data.Dataset):
+    """Webdataset tar shards as an id-addressable source.
+
+    Args:
+        spec: a brace pattern (``"data/train-{000000..000255}.tar"``) or a list of shard paths
+            or fsspec URLs (``s3://...``).
+        name: source name used in experiences, exemplar sets and the store.
+        target_key: member holding the class as text (webdataset's ``cls``).
+        input_key: member holding the model input; default: the one member besides the target.
+        decode: ``True``: ``source[i] == (input, target)`` with ``.npy`` members as tensors,
+            images via Pillow (HWC uint8 tensors); ``False``: a dict of raw bytes with
+            ``__key__``; a callable: applied to that dict.
+        storage_options: passed to fsspec for URLs.
+        store: where the index is kept (``sources/<name>``) and reused on the next open.
+        reindex: re-index shards that changed since they were indexed (default); ``False``
+            raises :class:`~memstore.errors.SourceMismatchError` instead.
+        progress: show a tqdm bar while indexing.
+
+    Opening costs one sequential read of every shard without a saved index; with one, two
+    64 KiB reads per shard. ``source[i]`` is one ``pread`` (local) or ranged GET (fsspec).
+    """
+
+    def __init__(
+        self,
+        spec: str | os.PathLike | Sequence[str | os.PathLike],
+        *,
+        name: str = "shards",
+        target_key: str = "cls",
+        input_key: str | None = None,
+        decode: bool | Callable[[dict[str, Any]], Any] = True,
+        storage_options: dict[str, Any] | None = None,
+        store: Any = None,
+        reindex: bool = True,
+        progress: bool = True,
+    ) -> None:
+        urls = expand_spec(spec)
+        for pname, value in (("name", name), ("target_key", target_key)):
+            if not isinstance(value, str) or not _NAME.fullmatch(value):
+                raise (TypeError if not isinstance(value, str) else ValueError)(
+                    f"The {pname!r} parameter of {_OWNER} must be a non-empty str of letters, "
+                    f"digits, '_', '.', '-'. Got {value!r} instead."
+                )
+        if input_key is not None and not isinstance(input_key, str):
+            raise TypeError(
+                f"The 'input_key' parameter of {_OWNER} must be a str or None. "
+                f"Got {input_key!r} instead."
+            )
+        if not (isinstance(decode, bool) or callable(decode)):
+            raise TypeError(
+                f"The 'decode' parameter of {_OWNER} must be a bool or a callable. "
+                f"Got {decode!r} instead."
+            )
+        if storage_options is not None and not isinstance(storage_options, dict):
+            raise TypeError(
+                f"The 'storage_options' parameter of {_OWNER} must be a dict or None. "
+                f"Got {type(storage_options).__name__} instead."
+            )
+        if store is not None and not all(
+            callable(getattr(store, m, None)) for m in ("read_source_index", "write_source_index")
+        ):
+            raise TypeError(
+                f"The 'store' parameter of {_OWNER} must be a memstore store (with "
+                f"read_source_index/write_source_index). Got {type(store).__name__} instead."
+            )
+        reindex = check_bool(reindex, "reindex", _OWNER)
+        progress = check_bool(progress, "progress", _OWNER)
+        self.name, self.target_key, self.decode = name, target_key, decode
+        self.spec = spec if isinstance(spec, str) else [os.fspath(u) for u in spec]
+        self.urls = urls
+        self._open_locations(urls, storage_options)
+        self._fds: dict[int, int] = {}
+        self._pid = os.getpid()
+        self._npy = _NpyDecoder()
+        self.indexed_shards: tuple[int, ...] = ()
+        self._build_index(store, reindex, progress)
+        self._choose_input(input_key)
+
+    # -- opening ---------------------------------------------------------------------------
+    def _open_locations(self, urls: list[str], storage_options: dict | None) -> None:
+        local = [_is_local(u) for u in urls]
+        if any(local) and not all(local):
+            raise ValueError(f"The 'spec' parameter of {_OWNER} mixes local paths and URLs.")
+        if all(local):
+            self._fs = None
+            self._paths = [os.path.abspath(u[7:] if u.startswith("file://") else u) for u in urls]
+            return
+        import fsspec
+
+        pairs = [fsspec.core.url_to_fs(u, **(storage_options or {})) for u in urls]
+        if len({type(fs) for fs, _ in pairs}) > 1:
+            raise ValueError(f"The 'spec' parameter of {_OWNER} mixes URL protocols.")
+        self._fs = pairs[0][0]
+        self._paths = [p for _, p in pairs]
+
+    def _shard_states(self) -> tuple[list[int], list[str]]:
+        """Per shard: size and blake2b of (size, first and last 64 KiB). No mtime involved."""
+        sizes = []
+        for url, path in zip(self.urls, self._paths, strict=True):
+            try:
+                sizes.append(os.stat(path).st_size if self._fs is None else self._fs.size(path))
+            except FileNotFoundError as err:
+                raise FileNotFoundError(
+                    f"Shard {url!r} of {_OWNER} {self.name!r} does not exist."
+                ) from err
+        ranges = [(s, a, b) for s, size in enumerate(sizes) for a, b in _hash_ranges(size)]
+        if self._fs is None:
+            got = [self._read_local(s, a, b) for s, a, b in ranges]
+        elif ranges:
+            shard_of, starts, ends = zip(*ranges, strict=True)
+            paths = [self._paths[s] for s in shard_of]
+            got = self._fs.cat_ranges(paths, list(starts), list(ends), on_error="raise")
+        else:
+            got = []
+        hashers = [hashlib.blake2b(b"%d\0" % size, digest_size=16) for size in sizes]
+        for (s, _, _), data in zip(ranges, got, strict=True):
+            hashers[s].update(data)
+        return [int(n) for n in sizes], [h.hexdigest() for h in hashers]
+
+    def _index_shard(self, s: int, members: list[str] | None, bar: Any) -> dict:
+        if self._fs is None:
+            stream = open(self._paths[s], "rb")  # noqa: SIM115 - closed below
+        else:
+            stream = self._fs.open(self._paths[s], "rb", block_size=_SCAN_CHUNK)
+        with stream:
+            scan = _scan_tar(stream, self.urls[s], self.target_key, bar.update)
+        return _group_samples(self.urls[s], scan, members, self.target_key)
+
+    def _build_index(self, store: Any, reindex: bool, progress: bool) -> None:
+        sizes, hashes = self._shard_states()
+        parts: dict[int, dict] = {}
+        members = None
+        saved = store.read_source_index(self.name) if store is not None else None
+        if saved is not None:
+            record, arrays = saved
+            parts, members, changed = self._reuse(record, arrays, sizes, hashes)
+            if changed:
+                names = ", ".join(
+                    repr(self.urls[s]) if s < len(self.urls) else str(s) for s in changed[:5]
+                )
+                msg = (
+                    f"{_OWNER} {self.name!r}: shard(s) {names}"
+                    f"{' and more' if len(changed) > 5 else ''} differ from the index saved "
+                    "in the store (size or content hash changed, or the shard list changed)"
+                )
+                if not reindex:
+                    raise SourceMismatchError(msg + ". Pass reindex=True to re-index them.")
+                warnings.warn(msg + "; re-indexing them.", stacklevel=3)
+        todo = [s for s in range(len(self.urls)) if s not in parts]
+        from tqdm.auto import tqdm
+
+        with tqdm(
+            total=sum(sizes[s] for s in todo),
+            unit="B",
+            unit_scale=True,
+            desc=f"indexing {self.name}",
+            disable=not progress or not todo,
+        ) as bar:
+            for s in todo:
+                parts[s] = self._index_shard(s, members, bar)
+                members = members or parts[s]["members"]
+        members = members or [self.target_key]
+        ordered = [parts[s] for s in range(len(self.urls))]
+        self.members = tuple(members)
+        counts = np.asarray([len(p["targets"]) for p in ordered], dtype=np.int64)
+        self._starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self._shard = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
+        self._keys = np.concatenate([p["keys"] for p in ordered]).astype("S")
+        self._targets = np.concatenate([p["targets"] for p in ordered])
+        m = len(members)
+        self._offsets = np.concatenate([p["offsets"].reshape(-1, m) for p in ordered])
+        self._sizes = np.concatenate([p["sizes"].reshape(-1, m) for p in ordered])
+        for arr in (self._shard, self._keys, self._targets, self._offsets, self._sizes):
+            arr.setflags(write=False)
+        self._shard_sizes, self._shard_hashes = sizes, hashes
+        self._fingerprint = self._compute_fingerprint()
+        self.indexed_shards = tuple(todo)
+        if store is not None and (todo or saved is None or saved[0].get("shards") != self.urls):
+            store.write_source_index(self.name, self.index_record(), self.index_arrays())
+
+    def _reuse(self, record: dict, arrays: dict, sizes: list[int], hashes: list[str]):
+        """Split a saved index into per-shard parts for the shards whose size and hash match."""
+        where = f"sources/{self.name}"
+        if record.get("kind") != "shards":
+            raise SourceMismatchError(
+                f"The store's {where} holds a {record.get('kind')!r} source, not shards. "
+                f"Pass another name= to {_OWNER}."
+            )
+        if int(record.get("format", 0)) > INDEX_FORMAT:
+            raise FormatVersionError(
+                f"The store's {where} index has format {record.get('format')}; this memstore "
+                f"reads up to {INDEX_FORMAT}. Upgrade memstore."
+            )
+        try:
+            members = list(record["members"])
+            counts = np.asarray(record["shard_counts"], dtype=np.int64)
+            width = int(record["key_width"])
+            n = int(counts.sum())
+            keys = np.ascontiguousarray(np.asarray(arrays["keys"], dtype=np.uint8))
+            keys = keys.view(f"S{width}") if width else np.zeros(n, dtype="S1")
+            targets = np.asarray(arrays["targets"], dtype=np.int64)
+            offsets = np.stack([np.asarray(arrays[f"offset_{m}"]) for m in members], axis=1)
+            size_arr = np.stack([np.asarray(arrays[f"size_{m}"]) for m in members], axis=1)
+            offsets, size_arr = offsets.astype(np.int64), size_arr.astype(np.int64)
+            if not (n == record["length"] == len(keys) == len(targets) == len(offsets)):
+                raise ValueError("array lengths disagree with the record")
+        except (KeyError, TypeError, ValueError, IndexError) as err:
+            raise CorruptStoreError(
+                f"The store's {where} shard index is damaged ({err}). Remove it to re-index."
+            ) from err
+        same_config = record.get("target_key") == self.target_key
+        if not same_config or len(counts) != len(sizes):
+            return {}, None, list(range(len(sizes)))
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        parts, changed = {}, []
+        for s in range(len(sizes)):
+            if record["shard_sizes"][s] != sizes[s] or record["shard_hashes"][s] != hashes[s]:
+                changed.append(s)
+                continue
+            sl = slice(int(bounds[s]), int(bounds[s + 1]))
+            parts[s] = {
+                "members": members,
+                "keys": keys[sl],
+                "targets": targets[sl],
+                "offsets": offsets[sl],
+                "sizes": size_arr[sl],
+            }
+        return parts, members, changed
+
+    def _choose_input(self, input_key: str | None) -> None:
+        others = [m for m in self.members if m != self.target_key]
+        if input_key is not None and input_key not in others:
+            raise ValueError(
+                f"The 'input_key' parameter of {_OWNER} must name a member of the samples "
+                f"other than the target, one of {others}. Got {input_key!r} instead."
+            )
+        if input_key is None and len(others) == 1:
+            input_key = others[0]
+        if input_key is None and self.decode is True and len(self):
+            raise ValueError(
+                f"The 'input_key' parameter of {_OWNER} must be given when samples hold "
+                f"several members besides the target ({others}). Got None instead."
+            )
+        self.input_key = input_key
+        self._input_col = self.members.index(input_key) if input_key else -1
+        self._npy_input = bool(self.decode is True and input_key and input_key.endswith("npy"))
+        if self.decode is True:
+            self._read_cols = np.asarray(
+                [self.members.index(input_key)] if input_key else [], dtype=np.int64
+            )
+        else:
+            self._read_cols = np.arange(len(self.members), dtype=np.int64)
+
+    # -- the index -------------------------------------------------------------------------
+    def _compute_fingerprint(self) -> str:
+        h = hashlib.blake2b(digest_size=10)
+        h.update(
+            json.dumps(
+                [self.target_key, list(self.members), self._shard_sizes, self._shard_hashes]
+            ).encode()
+        )
+        h.update(np.diff(self._starts).tobytes())
+        h.update(self._keys.tobytes())
+        h.update(self._targets.tobytes())
+        return f"{len(self)}:{h.hexdigest()}"
+
+    def fingerprint(self) -> str:
+        """``"<len>:<hash>"`` over shard sizes and content hashes, keys and targets."""
+        return self._fingerprint
+
+    def index_record(self) -> dict[str, Any]:
+        """The JSON part of the index (what ``store.write_source_index`` receives)."""
+        return {
+            "kind": "shards",
+            "format": INDEX_FORMAT,
+            "spec": self.spec,
+            "shards": self.urls,
+            "shard_sizes": list(self._shard_sizes),
+            "shard_hashes": list(self._shard_hashes),
+            "shard_counts": np.diff(self._starts).tolist(),
+            "target_key": self.target_key,
+            "members": list(self.members),
+            "key_width": self._keys.dtype.itemsize,
+            "length": len(self),
+            "fingerprint": self._fingerprint,
+        }
+
+    def index_arrays(self) -> dict[str, np.ndarray]:
+        """The array part of the index, all 1-D: ``keys`` (uint8, ``key_width`` per sample),
+        ``targets``, ``offset_<ext>`` and ``size_<ext>`` per member."""
+        out = {"keys": np.ascontiguousarray(self._keys).view(np.uint8), "targets": self._targets}
+        for c, ext in enumerate(self.members):
+            out[f"offset_{ext}"] = np.ascontiguousarray(self._offsets[:, c])
+            out[f"size_{ext}"] = np.ascontiguousarray(self._sizes[:, c])
+        return out
+
+    def __len__(self) -> int:
+        return int(self._targets.shape[0])
+
+    @property
+    def targets(self) -> np.ndarray:
+        """Class of each sample (int64, read-only), from the index: no shard is read."""
+        return self._targets
+
+    @property
+    def keys(self) -> np.ndarray:
+        """``__key__`` of each sample (str array)."""
+        return np.char.decode(self._keys, "utf-8")
+
+    @property
+    def shards(self) -> np.ndarray:
+        """Shard number of each sample (int32, read-only)."""
+        return self._shard
+
+    @property
+    def shard_starts(self) -> np.ndarray:
+        """First sample id of each shard, plus ``len(self)`` at the end."""
+        return self._starts
+
+    def __repr__(self) -> str:
+        return (
+            f"ShardSource(name={self.name!r}, shards={len(self.urls)}, len={len(self)}, "
+            f"members={list(self.members)})"
+        )
+
+    # -- random access ---------------------------------------------------------------------
+    def _check_ids(self, ids: Any) -> np.ndarray:
+        ids = as_int_array(ids, "ids", f"{_OWNER}.get_many")
+        n = len(self)
+        bad = (ids < -n) | (ids >= n)
+        if bad.any():
+            raise IndexError(f"{_OWNER} {self.name!r} has {n} samples; got id {int(ids[bad][0])}.")
+        return np.where(ids < 0, ids + n, ids)
+
+    def _fd(self, shard: int) -> int:
+        if self._pid != os.getpid():  # forked (DataLoader worker): never share offsets/fds
+            self._fds, self._pid = {}, os.getpid()
+        fd = self._fds.get(shard)
+        if fd is None:
+            if len(self._fds) >= _MAX_OPEN_FILES:
+                os.close(self._fds.pop(next(iter(self._fds))))
+            fd = self._fds[shard] = os.open(self._paths[shard], os.O_RDONLY | os.O_CLOEXEC)
+        return fd
+
+    def _read_local(self, shard: int, start: int, end: int) -> bytearray:
+        buf = bytearray(end - start)
+        got = os.preadv(self._fd(shard), [buf], start) if end > start else 0
+        return buf if got == len(buf) else buf[:got]
+
+    def _short_read(self, shard: int, sample: int, start: int, end: int, got: int) -> Exception:
+        return CorruptShardError(
+            f"Shard {self.urls[shard]!r}, sample key {self._keys[sample].decode()!r}: bytes "
+            f"[{start}, {end}) are beyond the end of the file (read {got} bytes). The shard was "
+            f"truncated or replaced after indexing; re-open the {_OWNER} to re-index it."
+        )
+
+    def _item(self, i: int, buf: Any, base: int) -> Any:
+        """Decode sample ``i`` from ``buf`` holding file bytes from offset ``base``."""
+        if self.decode is True:
+            if self.input_key is None:
+                return int(self._targets[i])
+            c = int(self._read_cols[0])
+            a = int(self._offsets[i, c]) - base
+            x = self._decode_member(self.input_key, memoryview(buf)[a : a + int(self._sizes[i, c])])
+            return x, int(self._targets[i])
+        raw: dict[str, Any] = {"__key__": self._keys[i].decode()}
+        for c, ext in enumerate(self.members):
+            a = int(self._offsets[i, c]) - base
+            raw[ext] = bytes(buf[a : a + int(self._sizes[i, c])])
+        return raw if self.decode is False else self.decode(raw)
+
+    def _decode_member(self, ext: str, buf: Any) -> Any:
+        last = ext.rsplit(".", 1)[-1]
+        if last == "npy":
+            return self._npy(buf)
+        if last in _INT_EXTS:
+            return int(bytes(buf))
+        if last in _TEXT_EXTS:
+            return bytes(buf).decode("utf-8")
+        if last in ("json", "jsn"):
+            return json.loads(bytes(buf))
+        if last in _IMAGE_EXTS:
+            return _decode_image(buf, last)
+        return bytes(buf)
+
+    def _spans(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._read_cols.size == 0:
+            return self._offsets[ids, 0], self._offsets[ids, 0]
+        off = self._offsets[ids][:, self._read_cols]
+        return off.min(axis=1), (off + self._sizes[ids][:, self._read_cols]).max(axis=1)
+
+    def __getitem__(self, index: int) -> Any:
+        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"{_OWNER} indices must be ints. Got {type(index).__name__} instead.")
+        n, i = len(self._targets), int(index)
+        if not -n <= i < n:
+            raise IndexError(f"{_OWNER} {self.name!r} has {n} samples; got id {i}.")
+        i = i + n if i < 0 else i
+        if self._input_col >= 0 and self.decode is True:
+            start = int(self._offsets[i, self._input_col])
+            end = start + int(self._sizes[i, self._input_col])
+        else:
+            start, end = (int(v[0]) for v in self._spans(np.asarray([i])))
+        s = int(self._shard[i])
+        if self._fs is None:
+            buf: Any = self._read_local(s, start, end)
+        else:
+            buf = self._fs.cat_file(self._paths[s], start=start, end=end) if end > start else b""
+        if len(buf) != end - start:
+            raise self._short_read(s, i, start, end, len(buf))
+        if self._npy_input:
+            return self._npy(buf), int(self._targets[i])
+        return self._item(i, buf, start)
+
+    def get_many(self, ids: Any) -> list[Any]:
+        """``[source[i] for i in ids]``, read in (shard, offset) order with one ``pread`` per
+        sample (or per run of neighbouring samples); results come back in request order."""
+        ids = self._check_ids(ids)
+        if ids.size == 0:
+            return []
+        batch = self._read_npy_batch(ids)
+        if batch is not None:
+            return list(zip(batch.unbind(0), self._targets[ids].tolist(), strict=True))
+        starts, ends = self._spans(ids)
+        shards = self._shard[ids]
+        order = np.lexsort((starts, shards))
+        st, en, sh = starts[order], ends[order], shards[order]
+        new_run = np.ones(len(order), dtype=bool)
+        new_run[1:] = (
+            (sh[1:] != sh[:-1])
+            | (st[1:] - en[:-1] > _COALESCE_GAP)
+            | (st[1:] // _RUN_BLOCK != st[:-1] // _RUN_BLOCK)
+        )
+        first = np.flatnonzero(new_run)
+        run_start, run_end = st[first], np.maximum.reduceat(en, first)
+        run_of = np.cumsum(new_run) - 1
+        if self._fs is None:
+            runs: list[Any] = [None] * len(first)
+        else:
+            runs = self._fs.cat_ranges(
+                [self._paths[s] for s in sh[first].tolist()],
+                run_start.tolist(),
+                run_end.tolist(),
+                on_error="raise",
+            )
+        out: list[Any] = [None] * len(order)
+        rs_l, re_l, sh_l, en_l = run_start.tolist(), run_end.tolist(), sh.tolist(), en.tolist()
+        for j, (pos, r, i) in enumerate(
+            zip(order.tolist(), run_of.tolist(), ids[order].tolist(), strict=True)
+        ):
+            buf = runs[r]
+            if buf is None:  # runs are read in (shard, offset) order: fd eviction is safe
+                buf = runs[r] = self._read_local(sh_l[j], rs_l[r], re_l[r])
+            if len(buf) < en_l[j] - rs_l[r]:
+                start = int(st[j])
+                raise self._short_read(sh_l[j], i, start, en_l[j], len(buf) + rs_l[r] - start)
+            out[pos] = self._item(i, buf, rs_l[r])
+        return out
+
+    def _read_npy_batch(self, ids: np.ndarray) -> torch.Tensor | None:
+        """Inputs of ``ids`` (request order) as one tensor when they are equally sized
+        ``.npy`` members: one ``preadv`` per sample straight into a ``[n, size]`` matrix, one
+        vectorised decode. ``None`` when that does not apply."""
+        if not self._npy_input:
+            return None
+        c = self._input_col
+        sizes = self._sizes[ids, c]
+        size = int(sizes[0])
+        if (sizes != size).any() or size == 0:
+            return None
+        starts, shards = self._offsets[ids, c], self._shard[ids]
+        order = np.lexsort((starts, shards))
+        mat = np.empty((len(ids), size), dtype=np.uint8)
+        if self._fs is None:
+            flat = memoryview(mat.reshape(-1))
+            current, fd = -1, -1
+            for k, s, a in zip(
+                order.tolist(), shards[order].tolist(), starts[order].tolist(), strict=True
+            ):
+                if s != current:  # shards come in order: evicting earlier fds is safe
+                    current, fd = s, self._fd(s)
+                got = os.preadv(fd, [flat[k * size : (k + 1) * size]], a)
+                if got != size:
+                    raise self._short_read(s, int(ids[k]), a, a + size, got)
+        else:
+            parts = self._fs.cat_ranges(
+                [self._paths[s] for s in shards[order].tolist()],
+                starts[order].tolist(),
+                (starts[order] + size).tolist(),
+                on_error="raise",
+            )
+            for j, part in enumerate(parts):
+                if len(part) != size:
+                    k = int(order[j])
+                    a = int(starts[k])
+                    raise self._short_read(int(shards[k]), int(ids[k]), a, a + size, len(part))
+            mat[order] = np.frombuffer(b"".join(parts), dtype=np.uint8).reshape(len(ids), size)
+        return self._npy.rows(mat)
+
+    def __getitems__(self, indices: list[int]) -> list[Any]:
+        """Batched access for ``torch.utils.data.DataLoader`` (same as :meth:`get_many`)."""
+        return self.get_many(indices)
+
+    # -- streaming -------------------------------------------------------------------------
+    def iter_batches(
+        self, ids: Any = None, *, batch_size: int = 256
+    ) -> Iterator[tuple[np.ndarray, Any]]:
+        """Yield ``(ids, inputs)`` batches; inputs are stacked into one tensor when they share a
+        shape. ``ids=None``: every sample, in id order, by one sequential read of each shard
+        (16 MiB reads). Otherwise the given ids in the given order, by offset reads."""
+        from .features import item_input
+
+        batch_size = check_int(batch_size, "batch_size", f"{_OWNER}.iter_batches", minimum=1)
+        if ids is not None:
+            ids = self._check_ids(ids)
+            for k in range(0, len(ids), batch_size):
+                chunk = ids[k : k + batch_size]
+                inputs = self._read_npy_batch(chunk) if len(chunk) else None
+                if inputs is None:
+                    inputs = _collate([item_input(it) for it in self.get_many(chunk)])
+                yield chunk, inputs
+            return
+        pending_ids: list[np.ndarray] = []
+        pending: list[Any] = []
+        held = 0
+        for part_ids, inputs in self._stream_parts():
+            pending_ids.append(part_ids)
+            pending.append(inputs)
+            held += len(part_ids)
+            while held >= batch_size:
+                yield self._take(pending_ids, pending, batch_size)
+                held -= batch_size
+        if held:
+            yield self._take(pending_ids, pending, held)
+
+    @staticmethod
+    def _take(pending_ids: list, pending: list, n: int) -> tuple[np.ndarray, Any]:
+        """Pop the first ``n`` rows of the queued parts."""
+        got_ids, got, need = [], [], n
+        while need:
+            p_ids, p = pending_ids[0], pending[0]
+            k = min(need, len(p_ids))
+            got_ids.append(p_ids[:k])
+            got.append(p[:k])
+            if k == len(p_ids):
+                pending_ids.pop(0)
+                pending.pop(0)
+            else:
+                pending_ids[0], pending[0] = p_ids[k:], p[k:]
+            need -= k
+        if all(isinstance(g, torch.Tensor) for g in got):
+            inputs: Any = got[0] if len(got) == 1 else torch.cat(got)
+        else:
+            inputs = _collate([x for g in got for x in g])
+        return np.concatenate(got_ids), inputs
+
+    def _stream_parts(self) -> Iterator[tuple[np.ndarray, Any]]:
+        from .features import item_input
+
+        all_ids = np.arange(len(self), dtype=np.int64)
+        span_start, span_end = self._spans(all_ids)
+        for s in range(len(self.urls)):
+            lo, hi = int(self._starts[s]), int(self._starts[s + 1])
+            stream = open(self._paths[s], "rb", buffering=0) if self._fs is None else None
+            try:
+                j = lo
+                while j < hi:
+                    begin = int(span_start[j])
+                    k = int(np.searchsorted(span_end[j:hi], begin + _STREAM_CHUNK, "right")) + j
+                    k = min(max(k, j + 1), hi)
+                    end = int(span_end[k - 1])
+                    if stream is not None:
+                        stream.seek(begin)
+                        data = stream.read(end - begin)
+                    else:
+                        data = self._fs.cat_file(self._paths[s], start=begin, end=end)
+                    if len(data) != end - begin:
+                        bad = j + int(np.searchsorted(span_end[j:k], begin + len(data), "right"))
+                        raise self._short_read(
+                            s,
+                            bad,
+                            int(span_start[bad]),
+                            int(span_end[bad]),
+                            max(0, begin + len(data) - int(span_start[bad])),
+                        )
+                    part = np.arange(j, k, dtype=np.int64)
+                    fast = self._stack_npy(data, span_start[j:k] - begin, part)
+                    if fast is None:
+                        fast = _collate(
+                            [item_input(self._item(i, data, begin)) for i in range(j, k)]
+                        )
+                    yield part, fast
+                    j = k
+            finally:
+                if stream is not None:
+                    stream.close()
+
+    def _stack_npy(self, data: bytes, rel: np.ndarray, ids: np.ndarray) -> torch.Tensor | None:
+        """Vectorised decode of equally sized ``.npy`` inputs held in ``data``."""
+        if not self._npy_input:
+            return None
+        sizes = self._sizes[ids, self._input_col]
+        size = int(sizes[0])
+        if (sizes != size).any():
+            return None
+        mv = memoryview(data)
+        joined = b"".join([mv[a : a + size] for a in rel.tolist()])
+        return self._npy.rows(np.frombuffer(joined, dtype=np.uint8).reshape(len(ids), size))
+
+    # -- experiences -----------------------------------------------------------------------
+    def experiences(
+        self, *, by_shards: int | None = None, by_classes: Sequence[Sequence[int]] | None = None
+    ) -> list[Experience]:
+        """Split the source into experiences: ``by_shards=n`` gives ``n`` contiguous shard
+        ranges (as equal as possible); ``by_classes=[[0, 1], [2, 3]]`` one experience per class
+        list (lists must be disjoint). Ids ascend within each experience."""
+        owner = f"{_OWNER}.experiences"
+        if (by_shards is None) == (by_classes is None):
+            raise TypeError(f"{owner} takes exactly one of by_shards= and by_classes=.")
+        if by_shards is not None:
+            n = check_int(by_shards, "by_shards", owner, minimum=1)
+            if n > len(self.urls):
+                raise ValueError(
+                    f"The 'by_shards' parameter of {owner} must be at most the number of shards "
+                    f"({len(self.urls)}). Got {n} instead."
+                )
+            bounds = [int(g[0]) for g in np.array_split(np.arange(len(self.urls)), n)]
+            cuts = self._starts[bounds + [len(self.urls)]]
+            id_lists = [np.arange(cuts[k], cuts[k + 1], dtype=np.int64) for k in range(n)]
+        else:
+            if isinstance(by_classes, (str, bytes)) or not isinstance(by_classes, Sequence):
+                raise TypeError(
+                    f"The 'by_classes' parameter of {owner} must be a list of class "
+                    f"lists. Got {by_classes!r} instead."
+                )
+            splits = [as_int_array(c, "by_classes", owner) for c in by_classes]
+            flat = np.concatenate(splits) if splits else np.empty(0, np.int64)
+            if not splits or any(c.size == 0 for c in splits) or np.unique(flat).size != flat.size:
+                raise ValueError(
+                    f"The 'by_classes' parameter of {owner} must be non-empty, "
+                    f"disjoint class lists. Got {by_classes!r} instead."
+                )
+            absent = np.setdiff1d(flat, self._targets)
+            if absent.size:
+                raise ValueError(
+                    f"The 'by_classes' parameter of {owner} names classes "
+                    f"{absent[:5].tolist()} that no sample of {self.name!r} has."
+                )
+            id_lists = [np.flatnonzero(np.isin(self._targets, c)) for c in splits]
+        return [
+            Experience(
+                targets=self._targets[ids],
+                ids=ids,
+                source=self.name,
+                index=k,
+                data=None,
+                source_data=self,
+            )
+            for k, ids in enumerate(id_lists)
+        ]
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close cached file descriptors (they are reopened on the next read)."""
+        if self._pid == os.getpid():
+            for fd in self._fds.values():
+                os.close(fd)
+        self._fds = {}
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_fds"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._pid = os.getpid()
+
+
+def _hash_ranges(size: int) -> list[tuple[int, int]]:
+    """Byte ranges hashed for change detection: head and tail (the whole file if small)."""
+    if size <= 2 * _HASH_SPAN:
+        return [(0, size)] if size else []
+    return [(0, _HASH_SPAN), (size - _HASH_SPAN, size)]
