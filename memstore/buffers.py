@@ -632,6 +632,9 @@ class ParametricBuffer(BalancedExemplarsBuffer):
     def _update(self, experience, rows, index, sources):
         keys = self._group_keys(rows, index)
         by_group = first_appearance_groups(keys)
+        if not by_group and self.groupby in (None, "experience"):
+            # As Avalanche: an empty experience still creates (or touches) its group.
+            by_group = [(0 if self.groupby is None else index, np.empty(0, dtype=np.int64))]
         lengths = self._lengths_for(list(dict.fromkeys([*self.buffer_groups,
                                                          *(g for g, _ in by_group)])))
         old = self.buffer

@@ -38,12 +38,22 @@ def _inspect(args: argparse.Namespace) -> int:
     store = open_store(args.store, mode="r")
     names = [args.name] if args.name else store.buffers()
     summaries = [store.describe(n, args.commit) for n in names]
+    features = []
+    for key in store.feature_caches():
+        cache = store.open_feature_cache(key)
+        if cache is not None:
+            features.append({"key": key, "shape": list(cache.shape), "dtype": str(
+                cache.values.dtype), "done": cache.num_done(), **dict(cache.group.attrs)})
     if args.json:
         print(json.dumps({"store": args.store, "buffers": summaries,
-                          "sources": store.sources()}, indent=1))
+                          "sources": store.sources(), "features": features}, indent=1))
         return 0
     con = _console()
     con.print(f"[bold]{args.store}[/bold]: {len(names)} buffer(s), sources {store.sources()}")
+    if features:
+        con.print(_table("cached features", ["key", "source", "layer", "shape", "dtype", "done"],
+                         [[f["key"], f.get("source"), f.get("layer"), f["shape"], f["dtype"],
+                           f["done"]] for f in features]))
     for s in summaries:
         c = s["commit"]
         con.print(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from contextlib import closing
 from typing import Any
 
 import numpy as np
@@ -157,10 +158,12 @@ def extract_features(
     """
     keys = np.asarray(keys, dtype=np.int64)
     out = None
-    for positions, feats in iter_features(model, layer_name, dataset, keys, **options):
-        if out is None:
-            out = np.empty((len(keys), feats.shape[1]), dtype=np.float32)
-        out[positions] = feats
+    stream = iter_features(model, layer_name, dataset, keys, **options)
+    with closing(stream):  # restores the model and removes the hook even if we stop early
+        for positions, feats in stream:
+            if out is None:
+                out = np.empty((len(keys), feats.shape[1]), dtype=np.float32)
+            out[positions] = feats
     return np.empty((0, 0), dtype=np.float32) if out is None else out
 
 
@@ -190,16 +193,18 @@ def cached_features(
     todo = np.unique(keys) if cache is None else cache.missing(keys)
     pending_ids: list[np.ndarray] = []
     pending: list[np.ndarray] = []
-    for positions, feats in iter_features(model, layer_name, dataset, todo, **options):
-        if cache is None:
-            cache = store.feature_cache(key, len(dataset), feats.shape[1], dtype, attrs)
-        pending_ids.append(todo[positions])
-        pending.append(feats)
-        ids = np.concatenate(pending_ids)
-        complete = ids // CHUNK_ROWS < ids.max() // CHUNK_ROWS  # chunks we moved past
-        if complete.any():
-            cache.write(ids[complete], np.concatenate(pending)[complete])
-            pending_ids, pending = [ids[~complete]], [np.concatenate(pending)[~complete]]
+    stream = iter_features(model, layer_name, dataset, todo, **options)
+    with closing(stream):
+        for positions, feats in stream:
+            if cache is None:
+                cache = store.feature_cache(key, len(dataset), feats.shape[1], dtype, attrs)
+            pending_ids.append(todo[positions])
+            pending.append(feats)
+            ids = np.concatenate(pending_ids)
+            complete = ids // CHUNK_ROWS < ids.max() // CHUNK_ROWS  # chunks we moved past
+            if complete.any():
+                cache.write(ids[complete], np.concatenate(pending)[complete])
+                pending_ids, pending = [ids[~complete]], [np.concatenate(pending)[~complete]]
     if pending_ids and sum(len(p) for p in pending_ids):
         cache.write(np.concatenate(pending_ids), np.concatenate(pending))
     if cache is None:

@@ -95,8 +95,8 @@ class GroupBalancedSampler(torch.utils.data.Sampler):
     """Draws replay indices so that every group (class, task or experience) is equally likely.
 
     Each draw picks a group uniformly, then an exemplar uniformly within it. Iteration ``e``
-    uses generator seed ``seed + e``, so a resumed run that calls :meth:`set_epoch` replays the
-    same indices.
+    draws from a stream derived from ``(seed, e)``, so a resumed run that calls
+    :meth:`set_epoch` replays the same indices.
     """
 
     def __init__(
@@ -129,7 +129,9 @@ class GroupBalancedSampler(torch.utils.data.Sampler):
     def __iter__(self) -> Iterator[int]:
         if not self._counts.size:
             return iter(())
-        gen = torch.Generator().manual_seed(self.seed + self.epoch)
+        # (seed, epoch) -> an independent stream: seed 0 at epoch 1 != seed 1 at epoch 0.
+        mixed = np.random.SeedSequence([self.seed, self.epoch]).generate_state(1, np.uint64)[0]
+        gen = torch.Generator().manual_seed(int(mixed) & (2**63 - 1))
         self.epoch += 1
         groups = torch.randint(len(self._counts), (self.num_samples,), generator=gen).numpy()
         offsets = torch.rand(self.num_samples, generator=gen, dtype=torch.float64).numpy()

@@ -1,0 +1,122 @@
+"""Selection strategies: herding and closest-to-center return the reference's picks exactly
+(float32, ties and near-ties included); random selection is the buffer generator's permutation.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from reference import closest_to_center_order, herding_order
+
+from memstore import (
+    ClosestToCenterSelectionStrategy,
+    HerdingSelectionStrategy,
+    RandomExemplarsSelectionStrategy,
+)
+
+MODEL = torch.nn.Sequential(OrderedDict(feat=torch.nn.Identity(), head=torch.nn.Linear(1, 1)))
+HERDING = HerdingSelectionStrategy(MODEL, "feat")
+CLOSEST = ClosestToCenterSelectionStrategy(MODEL, "feat")
+
+
+def reference_order(name: str, features: np.ndarray) -> list[int]:
+    x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+    return herding_order(x) if name == "herding" else closest_to_center_order(x)
+
+
+def strategy(name: str):
+    return HERDING if name == "herding" else CLOSEST
+
+
+def test_reference_unit_case():
+    features = [[0.0], [4.0], [5.0]]
+    assert herding_order(torch.tensor(features)) == [1, 0, 2]
+    assert closest_to_center_order(torch.tensor(features)) == [1, 2, 0]
+    for feats in (torch.tensor(features), np.array(features, dtype=np.float32)):
+        herd = HERDING.make_sorted_indices_from_features(feats)
+        close = CLOSEST.make_sorted_indices_from_features(feats)
+        assert herd.tolist() == [1, 0, 2] and close.tolist() == [1, 2, 0]
+        assert isinstance(herd, np.ndarray) and herd.dtype == np.int64
+        assert isinstance(close, np.ndarray) and close.dtype == np.int64
+    assert HERDING.make_sorted_indices_from_features(features, k=2).tolist() == [1, 0]
+    assert CLOSEST.make_sorted_indices_from_features(features, k=1).tolist() == [1]
+    assert HERDING.make_sorted_indices_from_features(features, k=0).tolist() == []
+
+
+def _feature_sets():
+    """Random sets with the shapes that break naive fast herding: exact ties, duplicate rows,
+    near-ties at float32 resolution, large offsets, one dimension, many dimensions."""
+    rng = np.random.default_rng(0)
+    out = []
+    for n, d in ((1, 1), (2, 3), (7, 1), (30, 4), (60, 16), (40, 64), (200, 8), (150, 3)):
+        out.append(("normal", rng.standard_normal((n, d)).astype(np.float32)))
+        out.append(("ints", rng.integers(-2, 3, size=(n, d)).astype(np.float32)))
+    base = rng.standard_normal((10, 8)).astype(np.float32)
+    out.append(("duplicates", np.concatenate([base, base, base[::-1]])))
+    ulp = np.nextafter(base, np.float32(np.inf)) - base
+    out.append(("ulp-apart", np.concatenate([base, base + ulp, base - ulp])))
+    out.append(("offset", (1000 + 1e-3 * rng.standard_normal((50, 6))).astype(np.float32)))
+    out.append(("tiny", (1e-20 * rng.standard_normal((30, 5))).astype(np.float32)))
+    out.append(("huge", (1e15 * rng.standard_normal((30, 5))).astype(np.float32)))
+    sym = rng.standard_normal((12, 3)).astype(np.float32)
+    out.append(("symmetric", np.concatenate([sym, -sym])))
+    out.append(("constant", np.ones((9, 4), dtype=np.float32)))
+    out.append(("grid", np.stack(np.meshgrid(np.arange(6), np.arange(6)), -1).reshape(-1, 2)))
+    return out
+
+
+@pytest.mark.parametrize("name", ["herding", "closest"])
+@pytest.mark.parametrize("kind,features", _feature_sets(), ids=[k for k, _ in _feature_sets()])
+def test_orders_equal_reference(name, kind, features):
+    expected = reference_order(name, features)
+    got = strategy(name).make_sorted_indices_from_features(features)
+    assert got.tolist() == expected
+    for k in sorted({0, 1, len(features) // 3, len(features) - 1, len(features)}):
+        if k >= 0:
+            prefix = strategy(name).make_sorted_indices_from_features(features, k=k)
+            assert prefix.tolist() == expected[:k], f"k={k}"
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    features=st.integers(1, 25).flatmap(
+        lambda n: st.integers(1, 5).flatmap(
+            lambda d: hnp.arrays(
+                np.float32,
+                (n, d),
+                elements=st.one_of(
+                    st.integers(-3, 3).map(float),
+                    st.floats(-100, 100, width=32, allow_subnormal=False),
+                ),
+            )
+        )
+    ),
+    name=st.sampled_from(["herding", "closest"]),
+    data=st.data(),
+)
+def test_orders_equal_reference_on_any_features(features, name, data):
+    expected = reference_order(name, features)
+    k = data.draw(st.integers(0, len(features)))
+    got = strategy(name).make_sorted_indices_from_features(features, k=k)
+    assert got.tolist() == expected[:k]
+
+
+@pytest.mark.parametrize("n,k", [(0, 0), (1, 1), (10, 3), (50, 50)])
+def test_random_is_the_generator_permutation(n, k):
+    g1 = torch.Generator().manual_seed(11)
+    g2 = torch.Generator().manual_seed(11)
+    got = RandomExemplarsSelectionStrategy().select(n, features=None, generator=g1, k=k)
+    assert got.dtype == np.int64
+    assert got.tolist() == torch.randperm(n, generator=g2).tolist()[:k]
+    assert torch.equal(g1.get_state(), g2.get_state())
+
+
+def test_strategy_select_checks_features_per_row():
+    with pytest.raises(ValueError, match="one feature row per candidate"):
+        HERDING.select(3, features=np.zeros((2, 1), dtype=np.float32), k=1)
