@@ -13,6 +13,7 @@ from .buffers import (
 from .errors import (
     BufferNotFoundError,
     ConcurrentCommitError,
+    CorruptShardError,
     CorruptStoreError,
     DetachedStrategyError,
     FormatVersionError,
@@ -32,6 +33,7 @@ from .selection import (
     HerdingSelectionStrategy,
     RandomExemplarsSelectionStrategy,
 )
+from .shards import ShardSource
 from .sources import ArraySource, fingerprint
 from .store import Commit, Problem, Store, open_store
 
@@ -43,6 +45,7 @@ __all__ = [
     "BufferNotFoundError",
     "ClassBalancedBuffer",
     "ClosestToCenterSelectionStrategy",
+    "CorruptShardError",
     "ConcurrentCommitError",
     "CorruptStoreError",
     "DetachedStrategyError",
@@ -62,6 +65,7 @@ __all__ = [
     "ReadOnlyStoreError",
     "ReplayDataset",
     "ReservoirSamplingBuffer",
+    "ShardSource",
     "SourceMismatchError",
     "Commit",
     "Problem",

@@ -17,6 +17,7 @@ __all__ = [
     "MissingSourceError",
     "DetachedStrategyError",
     "StoreNotFoundError",
+    "CorruptShardError",
 ]
 
 
@@ -64,3 +65,8 @@ class DetachedStrategyError(MemstoreError, RuntimeError):
 
 class StoreNotFoundError(MemstoreError, FileNotFoundError):
     """No store at the given location (and the mode does not create one)."""
+
+
+class CorruptShardError(MemstoreError, ValueError):
+    """A shard is damaged or no longer matches its index (truncated tar, a sample missing a
+    member, a target that is not an int)."""

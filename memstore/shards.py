@@ -31,10 +31,15 @@ import numpy as np
 import torch
 
 from ._validation import as_int_array, check_bool, check_int
-from .errors import CorruptStoreError, FormatVersionError, MemstoreError, SourceMismatchError
+from .errors import (
+    CorruptShardError,
+    CorruptStoreError,
+    FormatVersionError,
+    SourceMismatchError,
+)
 from .experiences import Experience
 
-__all__ = ["ShardSource", "CorruptShardError", "expand_spec", "INDEX_FORMAT"]
+__all__ = ["ShardSource", "expand_spec", "INDEX_FORMAT"]
 
 INDEX_FORMAT = 1
 _OWNER = "ShardSource"
@@ -50,11 +55,6 @@ _INT_EXTS = frozenset({"cls", "cls2", "class", "count", "index", "inx", "id"})
 _TEXT_EXTS = frozenset({"txt", "text", "transcript"})
 _IMAGE_EXTS = frozenset({"png", "jpg", "jpeg", "ppm", "pgm", "pbm", "bmp", "tif", "tiff", "webp"})
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
-
-
-class CorruptShardError(MemstoreError, ValueError):
-    """A shard is damaged or no longer matches its index (truncated tar, a sample missing a
-    member, a target that is not an int)."""
 
 
 # -- shard lists -----------------------------------------------------------------------------
