@@ -1,0 +1,153 @@
+"""The store's feature cache: same features as direct extraction, computed once, resumable
+after a crash, keyed by source and model weights."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import memstore
+from memstore.feature_cache import CHUNK_ROWS
+from memstore.features import cached_features, extract_features
+
+N = 3 * CHUNK_ROWS + 123  # a partial last chunk
+
+
+class CountingModel(torch.nn.Module):
+    def __init__(self, d_in: int = 6, d_out: int = 4, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.feat = torch.nn.Linear(d_in, d_out)
+        self.rows = 0
+
+    def forward(self, x):
+        self.rows += len(x)
+        return self.feat(x)
+
+
+def make_source(n: int = N) -> memstore.ArraySource:
+    rng = np.random.default_rng(0)
+    return memstore.ArraySource(rng.standard_normal((n, 6)).astype(np.float32), np.arange(n) % 5)
+
+
+@pytest.fixture
+def store(tmp_path):
+    return memstore.open_store(str(tmp_path / "m.zarr"))
+
+
+def test_cached_equals_direct_and_computes_each_sample_once(store):
+    src, model = make_source(), CountingModel()
+    keys = np.random.default_rng(1).permutation(N)[: N // 2]
+    direct = extract_features(model, "feat", src, keys, batch_size=500)
+    model.rows = 0
+    first = cached_features(model, "feat", src, keys, store, batch_size=500)
+    # Other batches (ids in ascending order) may round a GEMM differently in the last bit.
+    np.testing.assert_allclose(first, direct, rtol=1e-6, atol=1e-6)
+    assert model.rows == len(keys)
+    model.rows = 0
+    everything = cached_features(model, "feat", src, np.arange(N), store, batch_size=500)
+    assert model.rows == N - len(keys)  # only the missing half was computed
+    assert np.array_equal(everything[keys], first)  # what was cached is served as is
+    np.testing.assert_allclose(everything, extract_features(model, "feat", src, np.arange(N)),
+                               rtol=1e-6, atol=1e-6)
+    [key] = store.feature_caches()
+    assert store.open_feature_cache(key).num_done() == N
+
+
+def test_other_weights_use_another_entry(store):
+    src = make_source(500)
+    a = cached_features(CountingModel(seed=0), "feat", src, np.arange(500), store)
+    b = cached_features(CountingModel(seed=1), "feat", src, np.arange(500), store)
+    assert len(store.feature_caches()) == 2 and not np.array_equal(a, b)
+
+
+def test_float16_cache(store):
+    src, model = make_source(300), CountingModel()
+    got = cached_features(model, "feat", src, np.arange(300), store, dtype="float16")
+    want = extract_features(model, "feat", src, np.arange(300))
+    assert got.dtype == np.float32
+    assert np.array_equal(got, want.astype(np.float16).astype(np.float32))
+
+
+_CHILD = textwrap.dedent(
+    """
+    import os, sys
+    import numpy as np
+    sys.path.insert(0, {tests!r})
+    import memstore
+    from memstore.features import cached_features
+    from test_feature_cache import CountingModel, make_source
+
+    forward = CountingModel.forward
+
+    def dying(self, x):  # same class and weights, so the same cache entry
+        if self.rows >= {die_after}:
+            os._exit(9)  # abrupt: no cleanup, no flush
+        return forward(self, x)
+
+    CountingModel.forward = dying
+    store = memstore.open_store({url!r})
+    cached_features(CountingModel(), "feat", make_source(), np.arange({n}), store, batch_size=512)
+    """
+)
+
+
+def test_killed_extraction_resumes_where_it_stopped(tmp_path):
+    url = str(tmp_path / "m.zarr")
+    die_after = 2 * CHUNK_ROWS + 1024  # dies inside the third chunk
+    script = _CHILD.format(tests=str(__import__("pathlib").Path(__file__).parent), url=url,
+                           die_after=die_after, n=N)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 9, proc.stderr
+    store = memstore.open_store(url)
+    [key] = store.feature_caches()
+    done = store.open_feature_cache(key).num_done()
+    assert 2 * CHUNK_ROWS <= done < N  # whole chunks before the crash survived
+    model, src = CountingModel(), make_source()
+    resumed = cached_features(model, "feat", src, np.arange(N), store, batch_size=512)
+    assert model.rows == N - done
+    uninterrupted = memstore.open_store(str(tmp_path / "other.zarr"))
+    want = cached_features(CountingModel(), "feat", src, np.arange(N), uninterrupted,
+                           batch_size=512)
+    assert np.array_equal(resumed, want)
+    assert store.verify() == []
+
+
+def test_parametric_buffer_with_cache_equals_without(store):
+    src = make_source(2000)
+    exps = [memstore.Experience(targets=src.targets[i::2], ids=np.arange(2000)[i::2],
+                                source="s", index=i) for i in range(2)]
+    plain = memstore.ParametricBuffer(
+        60, "class", memstore.HerdingSelectionStrategy(CountingModel(), "feat"))
+    model = CountingModel()
+    cached = memstore.ParametricBuffer(
+        60, "class", memstore.HerdingSelectionStrategy(model, "feat", feature_cache=store))
+    for e in exps:
+        plain.update(e, sources={"s": src})
+        cached.update(e, sources={"s": src})
+    assert cached.buffer.equals(plain.buffer)
+    assert model.rows == 2000  # old exemplars came from the cache on the second update
+
+
+def test_cache_shape_mismatch_and_bad_arguments(store):
+    cache = store.feature_cache("k", 100, 4)
+    assert cache.shape == (100, 4)
+    with pytest.raises(ValueError, match=r"holds \(100, 4\)"):
+        store.feature_cache("k", 100, 5)
+    with pytest.raises(ValueError, match="'dtype'"):
+        store.feature_cache("k2", 10, 2, dtype="int8")
+    with pytest.raises(TypeError, match="'feature_cache'"):
+        memstore.HerdingSelectionStrategy(CountingModel(), "feat", feature_cache="not a store")
+
+
+def test_read_only_store_refuses_to_create_a_cache(tmp_path):
+    url = str(tmp_path / "m.zarr")
+    memstore.open_store(url)
+    ro = memstore.open_store(url, mode="r")
+    with pytest.raises(memstore.ReadOnlyStoreError):
+        ro.feature_cache("k", 10, 2)
