@@ -21,6 +21,7 @@ from .errors import (
     MissingSourceError,
     ReadOnlyStoreError,
     SourceMismatchError,
+    StoreAccessError,
     StoreNotFoundError,
 )
 from .experiences import ExemplarSet, Experience
@@ -70,6 +71,7 @@ __all__ = [
     "Commit",
     "Problem",
     "Store",
+    "StoreAccessError",
     "StoreNotFoundError",
     "buffer_from_state",
     "open_store",

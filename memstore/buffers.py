@@ -705,6 +705,10 @@ def buffer_from_state(
             f"Unknown buffer policy {policy!r} in state; known: {sorted(POLICIES)}."
         )
     params = dict(state["params"])
+    if selection_strategy is not None and policy != "ParametricBuffer":
+        raise TypeError(
+            f"selection_strategy only applies to a ParametricBuffer; the state is a {policy}."
+        )
     if policy == "ParametricBuffer":
         strategy = selection_strategy or strategy_from_record(state.get("strategy"))
         buf = ParametricBuffer(

@@ -140,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
+    except BrokenPipeError:  # e.g. `memstore inspect ... | head`
+        sys.stderr.close()
+        return 0
     except (MemstoreError, OSError, ValueError, KeyError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"memstore {args.command}: error: {msg}", file=sys.stderr)

@@ -18,6 +18,7 @@ __all__ = [
     "DetachedStrategyError",
     "StoreNotFoundError",
     "CorruptShardError",
+    "StoreAccessError",
 ]
 
 
@@ -70,3 +71,7 @@ class StoreNotFoundError(MemstoreError, FileNotFoundError):
 class CorruptShardError(MemstoreError, ValueError):
     """A shard is damaged or no longer matches its index (truncated tar, a sample missing a
     member, a target that is not an int)."""
+
+
+class StoreAccessError(MemstoreError, OSError):
+    """The store's location cannot be reached or created (not a directory, no network...)."""

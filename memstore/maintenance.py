@@ -72,8 +72,9 @@ def verify_store(store: Store) -> list[Problem]:
     for name in store.files.listdir("buffers"):
         _seqs, problems, _ref, debris = _scan_buffer(store, name)
         out.extend(problems)
-        out.extend(Problem(p, "leftover from an interrupted or lost commit", "debris")
-                   for p in debris)
+        out.extend(
+            Problem(p, "leftover from an interrupted or lost commit", "debris") for p in debris
+        )
     for entry in store.files.listdir(".memstore"):
         out.append(Problem(f".memstore/{entry}", "leftover probe file", "debris"))
     for name in store.files.listdir("sources"):

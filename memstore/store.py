@@ -39,6 +39,7 @@ from .errors import (
     MemstoreError,
     ReadOnlyStoreError,
     SourceMismatchError,
+    StoreAccessError,
     StoreNotFoundError,
 )
 from .sources import fingerprint
@@ -203,7 +204,7 @@ class Store:
                 "storage_options (key/secret) or the environment."
             ) from err
         except OSError as err:
-            raise MemstoreError(f"Cannot reach the store at {self.url!r}: {err}") from err
+            raise StoreAccessError(f"Cannot reach the store at {self.url!r}: {err}") from err
         except Exception as err:
             if type(err).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
                 raise PermissionError(
@@ -237,7 +238,7 @@ class Store:
         except PermissionError as err:
             raise PermissionError(f"Cannot create a memstore at {self.url!r}: {err}") from err
         except OSError as err:
-            raise MemstoreError(f"Cannot create a memstore at {self.url!r}: {err}") from err
+            raise StoreAccessError(f"Cannot create a memstore at {self.url!r}: {err}") from err
 
     def _probe_conditional_writes(self) -> bool:
         folder = f".memstore/probe-{uuid.uuid4().hex[:12]}"

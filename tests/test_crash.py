@@ -1,0 +1,218 @@
+"""Crash safety: a writer SIGKILLed at random instants of its commits never tears the store.
+
+A server process (``tests/_store_child.py crash-server``) imports memstore once and forks a
+fresh worker per round; the worker resumes the buffer from the store and saves in a loop,
+printing a marker as each phase of a commit starts (snapshot ``write``, ``fsync``, manifest
+``publish``, just before and just after the ``os.link`` that publishes it) and
+``ack SEQ CHECKSUM`` after each save returns. The parent picks a target phase, waits for its
+marker, sleeps a random part of the phase's typical duration and SIGKILLs the worker. The
+worker's last marker tells where it died, hence which commit must be the latest. The stream is
+deterministic (seq ``s`` = state after ``s + 1`` updates), so the parent recomputes every
+expected state itself.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+
+import pytest
+from _store_child import CHILD, child_env, crash_buffer, crash_step, state_checksum
+
+from memstore import open_store
+
+NAME = "mem"
+ROWS = 60_000  # a save writes 60k rows x 6 columns: ~50-150 ms with its fsyncs
+KILLS = 54
+TARGETS = ("write", "fsync", "publish", "prelink", "linked", "random")
+# Phases after which the new commit is published (the loaded state must be the new one).
+PUBLISHED = {"linked", "saved"}
+
+
+@pytest.fixture
+def store_url(tmp_path) -> str:
+    return str(tmp_path / "m.zarr")
+
+
+@pytest.fixture
+def storage_options() -> dict | None:
+    return None
+
+
+class Expected:
+    """Checksums of the states the deterministic stream produces, computed on demand."""
+
+    def __init__(self) -> None:
+        self.buf = crash_buffer(ROWS)
+        self.digests: list[str] = []
+
+    def __getitem__(self, seq: int) -> str:
+        while len(self.digests) <= seq:
+            crash_step(self.buf, len(self.digests), ROWS)
+            self.digests.append(state_checksum(self.buf.state_dict()))
+        return self.digests[seq]
+
+
+class Server:
+    """The forking server, with a thread turning its stdout into (time, line) events."""
+
+    def __init__(self, url: str, options: dict | None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, CHILD, "crash-server", url, NAME, str(ROWS)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=child_env(options),
+            text=True,
+            bufsize=1,
+        )
+        self.events: queue.Queue = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            self.events.put((time.monotonic(), line.strip()))
+        self.events.put((time.monotonic(), "eof"))
+
+    def next(self, timeout: float = 30.0) -> tuple[float, str]:
+        try:
+            return self.events.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no output from the crash server in {timeout} s") from None
+
+    def send(self, line: str) -> None:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def _round(server: Server, rng: random.Random, target: str, windows: dict) -> dict:
+    """Start a worker, kill it as planned; return what it acknowledged and where it died."""
+    server.send("run")
+    _, line = server.next()
+    assert line.startswith("worker "), line
+    pid = int(line.split()[1])
+    skip = int(rng.random() < 0.3)  # hit the first (or sometimes the second) commit
+    deadline = time.monotonic() + rng.uniform(0.0, 0.6) if target == "random" else None
+    acks: list[tuple[int, str]] = []
+    phase, starts, killed = "start", {}, False
+    while True:
+        timeout = 30.0
+        if deadline is not None and not killed:
+            timeout = max(0.0, deadline - time.monotonic())
+        try:
+            stamp, line = server.events.get(timeout=timeout)
+        except queue.Empty:
+            os.kill(pid, signal.SIGKILL)
+            killed = True
+            continue
+        if line.startswith("exit "):
+            break
+        assert not line.startswith(("error", "eof")), line
+        if line.startswith("ack "):
+            _, seq, digest = line.split()
+            acks.append((int(seq), digest))
+            phase = "acked"
+            continue
+        phase = line.split()[1]
+        starts[phase] = stamp
+        if not killed and phase == target:
+            if skip:
+                skip -= 1
+                continue
+            time.sleep(rng.uniform(0.0, windows[target]))
+            os.kill(pid, signal.SIGKILL)
+            killed = True
+    assert killed, "the worker ended before it was killed"
+    return {"acks": acks, "died_in": phase, "starts": starts}
+
+
+def test_sigkill_during_commits_leaves_previous_or_next_commit(store_url, storage_options):
+    rng = random.Random(1125)
+    expected = Expected()
+    # Typical phase durations (s), refined from the markers' arrival times as rounds go.
+    windows = {"write": 0.06, "fsync": 0.03, "publish": 0.003, "prelink": 0.004, "linked": 0.004}
+    durations = defaultdict(list)
+    order = ("write", "fsync", "publish", "prelink", "linked", "saved")
+    died = Counter()
+    last = -1  # newest commit known to be published
+    acked = 0
+    check_time = 0.0
+    server = Server(store_url, storage_options)
+    try:
+        _, line = server.next(timeout=60)
+        assert line == "ready threads=1", line
+        targets = [TARGETS[i % len(TARGETS)] for i in range(KILLS)]
+        rng.shuffle(targets)
+        for target in targets:
+            result = _round(server, rng, target, windows)
+            for seq, digest in result["acks"]:
+                assert seq == last + 1, (seq, last)
+                assert digest == expected[seq], f"acknowledged commit {seq} has a wrong state"
+                last = seq
+                acked += 1
+            starts = result["starts"]
+            for a, b in zip(order, order[1:], strict=False):
+                if a in starts and b in starts and starts[b] > starts[a]:
+                    durations[a].append(starts[b] - starts[a])
+            for a in windows:
+                if len(durations[a]) >= 3:
+                    windows[a] = statistics.median(durations[a][-10:])
+
+            t_check = time.monotonic()
+            where = result["died_in"]
+            died[where] += 1
+            store = open_store(store_url, storage_options=storage_options)
+            errors = [p for p in store.verify() if p.severity == "error"]
+            assert errors == [], f"killed in {where!r}: {errors}"
+            latest = store.log(NAME)[-1].seq if NAME in store else -1
+            want = last + 1 if where in PUBLISHED else last
+            assert latest == want, f"killed in {where!r}: latest {latest}, expected {want}"
+            if latest >= 0:
+                loaded = store.load(NAME)
+                assert state_checksum(loaded.state_dict()) == expected[latest], where
+                assert store.next_experience(NAME) == latest + 1
+            last = latest
+            store.gc(keep=2, grace_seconds=3600)  # old commits only; debris stays
+            check_time += time.monotonic() - t_check
+    finally:
+        server.close()
+
+    print(
+        f"kills by phase: {dict(died)}; windows {windows}; acked {acked}; last {last}; "
+        f"parent checks {check_time:.1f} s"
+    )
+    assert sum(died.values()) >= 50
+    assert died["write"] >= 3 and died["fsync"] >= 3, died
+    assert died["publish"] + died["prelink"] >= 3, died
+    assert died["linked"] + died["saved"] >= 3, died
+
+    store = open_store(store_url, storage_options=storage_options)
+    assert any(p.severity == "debris" for p in store.verify())
+    removed = store.gc(keep=2, grace_seconds=0)
+    assert any("/snapshots/" in p for p in removed)
+    assert store.verify() == []
+    assert [c.seq for c in store.log(NAME)] == [last - 1, last]
+    assert state_checksum(store.load(NAME).state_dict()) == expected[last]
+    base = os.path.join(store_url, "buffers", NAME)
+    assert sorted(os.listdir(os.path.join(base, "commits"))) == [
+        f"{last - 1:010d}.json",
+        f"{last:010d}.json",
+    ]
+    snapshots = sorted(n for n in os.listdir(os.path.join(base, "snapshots")) if n != "zarr.json")
+    assert [s.split("-")[0] for s in snapshots] == [f"{last - 1:010d}", f"{last:010d}"]
