@@ -147,11 +147,13 @@ class FsspecFiles:
         return sorted(n for n in names if n != "zarr.json")
 
     def mtime(self, path: str) -> float:
-        info = self.fs.info(self._p(path))
-        stamp = info.get("LastModified") or info.get("mtime") or info.get("created")
-        if hasattr(stamp, "timestamp"):
-            return float(stamp.timestamp())
-        return float(stamp) if stamp is not None else time.time()
+        """Newest modification time of the file, or of any file under the prefix.
+
+        Object stores have no directory times; an empty prefix counts as infinitely old.
+        """
+        found = self.fs.find(self._p(path), detail=True)
+        stamps = [_stamp(info) for info in found.values()] or [0.0]
+        return max(stamps)
 
     def delete(self, path: str) -> None:
         full = self._p(path)
@@ -169,10 +171,14 @@ class FsspecFiles:
                 pass
         # Some servers (SeaweedFS) keep emptied "folders" listed until their folder keys are
         # deleted, deepest first; elsewhere this is a no-op.
-        folders = {posixpath.dirname(p) for p in files} | {full}
+        folders = {full}
+        for p in files:
+            folder = posixpath.dirname(p)
+            while folder.startswith(full + "/") and folder not in folders:
+                folders.add(folder)
+                folder = posixpath.dirname(folder)
         for folder in sorted(folders, key=len, reverse=True):
-            if folder.startswith(full):
-                self._delete_folder_key(folder)
+            self._delete_folder_key(folder)
 
     def _delete_folder_key(self, folder: str) -> None:
         call = getattr(self.fs, "call_s3", None)
@@ -216,3 +222,10 @@ def _is_precondition_failure(err: BaseException) -> bool:
             ):
                 return True
     return False
+
+
+def _stamp(info: dict) -> float:
+    stamp = info.get("LastModified") or info.get("mtime") or info.get("created")
+    if hasattr(stamp, "timestamp"):
+        return float(stamp.timestamp())
+    return float(stamp) if stamp is not None else time.time()

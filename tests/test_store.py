@@ -71,10 +71,14 @@ def fs_root(url: str, options: dict | None) -> tuple[fsspec.AbstractFileSystem, 
 def tree(url: str, options: dict | None) -> dict[str, str]:
     """Every path under ``url`` with a digest of its content ("dir" for directories)."""
     fs, root = fs_root(url, options)
+    fs.invalidate_cache()  # another Store may have written since this instance listed
     if not fs.exists(root):
         return {}
     out = {}
-    for path, info in fs.find(root, withdirs=True, detail=True).items():
+    local = "file" in fs.protocol or "local" in fs.protocol
+    # Object stores have no real directories (SeaweedFS lists emptied ones for a while):
+    # compare files only there.
+    for path, info in fs.find(root, withdirs=local, detail=True).items():
         rel = path[len(root) :]
         if info["type"] == "directory":
             out[rel] = "dir"
