@@ -39,19 +39,22 @@ class FeatureCache:
         import zarr
 
         try:
-            group = zarr.open_group(store=zstore, path=path, mode="r" if read_only else "a")
-            if "values" in group:
-                existing = group["values"]
-                if existing.shape != (n, d) or str(existing.dtype) != dtype:
-                    raise ValueError(
-                        f"The feature cache at {path} holds {existing.shape} {existing.dtype}, "
-                        f"not ({n}, {d}) {dtype}: a different source or model produced it."
-                    )
-                return cls(group, read_only)
+            group = zarr.open_group(store=zstore, path=path, mode="r")
         except FileNotFoundError:
             if read_only:
                 raise
-        group = zarr.open_group(store=zstore, path=path, mode="a", attributes=attrs)
+            group = None
+        if group is not None and "values" in group:
+            existing = group["values"]
+            if existing.shape != (n, d) or str(existing.dtype) != dtype:
+                raise ValueError(
+                    f"The feature cache at {path} holds {existing.shape} {existing.dtype}, "
+                    f"not ({n}, {d}) {dtype}: a different source or model produced it."
+                )
+            return cls(zarr.open_group(store=zstore, path=path, mode="r" if read_only
+                                       else "r+"), read_only)
+        group = zarr.open_group(store=zstore, path=path, mode="a")
+        group.attrs.update(attrs)
         group.create_array("values", shape=(n, d), dtype=dtype, chunks=(CHUNK_ROWS, d),
                            fill_value=0)
         group.create_array("done", shape=(n,), dtype="uint8", chunks=(CHUNK_ROWS,), fill_value=0)

@@ -191,6 +191,7 @@ def cached_features(
     attrs = {"source": getattr(dataset, "name", None), "layer": layer_name, "n": len(dataset)}
     cache = store.open_feature_cache(key)
     todo = np.unique(keys) if cache is None else cache.missing(keys)
+    fresh: np.ndarray | None = None  # rows computed now, as stored: no read-back needed
     pending_ids: list[np.ndarray] = []
     pending: list[np.ndarray] = []
     stream = iter_features(model, layer_name, dataset, todo, **options)
@@ -198,6 +199,9 @@ def cached_features(
         for positions, feats in stream:
             if cache is None:
                 cache = store.feature_cache(key, len(dataset), feats.shape[1], dtype, attrs)
+            if fresh is None:
+                fresh = np.empty((len(todo), feats.shape[1]), dtype=np.float32)
+            fresh[positions] = feats.astype(cache.values.dtype)
             pending_ids.append(todo[positions])
             pending.append(feats)
             ids = np.concatenate(pending_ids)
@@ -209,7 +213,14 @@ def cached_features(
         cache.write(np.concatenate(pending_ids), np.concatenate(pending))
     if cache is None:
         return np.empty((len(keys), 0), dtype=np.float32)
-    return cache.read(keys)
+    if fresh is None:
+        return cache.read(keys)
+    out = np.empty((len(keys), fresh.shape[1]), dtype=np.float32)
+    where = np.minimum(np.searchsorted(todo, keys), len(todo) - 1)
+    computed = todo[where] == keys
+    out[computed] = fresh[where[computed]]
+    out[~computed] = cache.read(keys[~computed])
+    return out
 
 
 def model_fingerprint(model: torch.nn.Module, layer_name: str) -> str:

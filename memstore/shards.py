@@ -19,7 +19,6 @@ int as text (webdataset's ``cls``).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._tar import SCAN_CHUNK, NpyDecoder, collate, decode_member, group_samples, scan_tar
 from ._validation import as_int_array, check_bool, check_int
 from .errors import (
     CorruptShardError,
@@ -43,17 +43,11 @@ __all__ = ["ShardSource", "expand_spec", "INDEX_FORMAT"]
 
 INDEX_FORMAT = 1
 _OWNER = "ShardSource"
-_BLOCK = 512
-_ZERO_BLOCK = bytes(_BLOCK)
-_SCAN_CHUNK = 8 << 20  # bytes read per call while indexing
 _STREAM_CHUNK = 16 << 20  # bytes read per call while streaming
 _HASH_SPAN = 64 << 10  # head and tail hashed for change detection
 _MAX_OPEN_FILES = 64
 _COALESCE_GAP = 8 << 10  # adjacent reads closer than this are merged into one
 _RUN_BLOCK = 1 << 20  # ... but a merged read never straddles a 1 MiB boundary
-_INT_EXTS = frozenset({"cls", "cls2", "class", "count", "index", "inx", "id"})
-_TEXT_EXTS = frozenset({"txt", "text", "transcript"})
-_IMAGE_EXTS = frozenset({"png", "jpg", "jpeg", "ppm", "pgm", "pbm", "bmp", "tif", "tiff", "webp"})
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 
 
@@ -101,295 +95,6 @@ def expand_spec(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> list[s
 
 def _is_local(url: str) -> bool:
     return "://" not in url or url.startswith("file://")
-
-
-# -- one streaming pass over a tar ------------------------------------------------------------
-class _Window:
-    """A sliding window over a sequential stream: ``cover(a, b)`` makes ``buf`` hold bytes
-    ``[a, b)`` (``base`` = offset of ``buf[0]``), dropping what lies before ``a``."""
-
-    def __init__(self, stream: Any, on_bytes: Callable[[int], Any]) -> None:
-        self.stream, self.on_bytes = stream, on_bytes
-        self.seekable = bool(getattr(stream, "seekable", lambda: False)())
-        self.buf, self.base = b"", 0
-
-    def cover(self, start: int, end: int) -> bool:
-        buf_end = self.base + len(self.buf)
-        if self.base <= start and end <= buf_end:
-            return True
-        if start < buf_end:
-            self.buf = self.buf[start - self.base :]
-        else:
-            gap = start - buf_end
-            if gap and self.seekable:
-                self.stream.seek(start)
-                self.on_bytes(gap)
-                gap = 0
-            while gap > 0:
-                skipped = len(self.stream.read(min(gap, _SCAN_CHUNK)))
-                if not skipped:
-                    return False
-                self.on_bytes(skipped)
-                gap -= skipped
-            self.buf = b""
-        self.base = start
-        while self.base + len(self.buf) < end:
-            chunk = self.stream.read(max(_SCAN_CHUNK, end - self.base - len(self.buf)))
-            if not chunk:
-                return False
-            self.on_bytes(len(chunk))
-            self.buf += chunk
-        return True
-
-
-def _octal(field: bytes) -> int:
-    if field[0] & 0x80:  # GNU base-256 for sizes >= 8 GiB
-        return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
-    field = field.strip(b"\0 ")
-    return int(field, 8) if field else 0
-
-
-def _pax_records(payload: bytes) -> dict[str, str]:
-    out, pos = {}, 0
-    while pos < len(payload):
-        space = payload.index(b" ", pos)
-        length = int(payload[pos:space])
-        key, _, value = payload[space + 1 : pos + length - 1].partition(b"=")
-        out[key.decode()] = value.decode("utf-8", "surrogateescape")
-        pos += length
-    return out
-
-
-def _scan_tar(stream: Any, url: str, target_key: str, on_bytes: Callable[[int], Any]):
-    """Read every tar header of one shard (payloads are skipped, except target members).
-
-    Returns per-member lists ``(keys, exts, data_offsets, sizes)`` and the parsed targets
-    ``(member_positions, values)``. Cost: one sequential read of the shard, O(members) Python.
-    """
-    win = _Window(stream, on_bytes)
-    keys: list[str] = []
-    exts: list[str] = []
-    offsets: list[int] = []
-    sizes: list[int] = []
-    tpos: list[int] = []
-    tvals: list[int] = []
-    pos, long_name, pax = 0, None, {}
-    last = None
-    while True:
-        if not win.cover(pos, pos + _BLOCK):
-            where = (
-                "before its first member"
-                if last is None
-                else f"after member {last[0]!r} (sample key {last[1]!r}, {last[3]} bytes of data "
-                f"at byte {last[2]})"
-            )
-            raise CorruptShardError(
-                f"Shard {url!r} is truncated: it ends {where} without an end-of-archive marker. "
-                "Re-create the shard."
-            )
-        rel = pos - win.base
-        header = win.buf[rel : rel + _BLOCK]
-        if header == _ZERO_BLOCK:
-            break
-        try:
-            if header[257:262] != b"ustar" and _octal(header[148:156]) != (
-                sum(header[:148]) + sum(header[156:]) + 256
-            ):
-                raise ValueError("bad checksum")
-            size = _octal(header[124:136])
-        except ValueError as err:
-            where = "at its start" if last is None else f"after sample key {last[1]!r}"
-            raise CorruptShardError(
-                f"Shard {url!r} has a damaged tar header at byte {pos} ({where}): {err}. "
-                "Re-create the shard."
-            ) from err
-        kind = header[156]
-        data = pos + _BLOCK
-        if kind in (0x78, 0x4C, 0x67):  # pax header 'x', GNU long name 'L', pax global 'g'
-            if not win.cover(data, data + size):
-                raise CorruptShardError(f"Shard {url!r} is truncated inside a header at {pos}.")
-            payload = win.buf[data - win.base : data - win.base + size]
-            if kind == 0x78:
-                pax = _pax_records(payload)
-            elif kind == 0x4C:
-                long_name = payload.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-            pos = data + ((size + _BLOCK - 1) & ~(_BLOCK - 1))
-            continue
-        if "size" in pax:
-            size = int(pax["size"])
-        pos = data + ((size + _BLOCK - 1) & ~(_BLOCK - 1))
-        if kind not in (0x30, 0, 0x37):  # only regular files are members
-            long_name, pax = None, {}
-            continue
-        if long_name is not None or "path" in pax:
-            name = long_name if long_name is not None else pax["path"]
-        else:
-            raw = header[:100].split(b"\0", 1)[0]
-            if header[257:262] == b"ustar" and header[345]:
-                raw = header[345:500].split(b"\0", 1)[0] + b"/" + raw
-            name = raw.decode("utf-8", "surrogateescape")
-        long_name, pax = None, {}
-        slash = name.rfind("/")
-        dot = name.find(".", slash + 1)
-        if dot <= slash + 1 or (slash < 0 and name.startswith("__") and name.endswith("__")):
-            continue  # no extension, or webdataset metadata: webdataset skips these too
-        key, ext = name[:dot], name[dot + 1 :].lower()
-        last = (name, key, data, size)
-        if ext == target_key:
-            if not win.cover(data, data + size):
-                continue  # the truncation is reported at the next header
-            raw_target = win.buf[data - win.base : data - win.base + size]
-            try:
-                tvals.append(int(raw_target))
-            except ValueError:
-                raise CorruptShardError(
-                    f"Shard {url!r}, sample key {key!r}: the target member {ext!r} must hold an "
-                    f"int as text. Got {bytes(raw_target[:40])!r} instead."
-                ) from None
-            tpos.append(len(keys))
-        keys.append(key)
-        exts.append(ext)
-        offsets.append(data)
-        sizes.append(size)
-    return keys, exts, offsets, sizes, tpos, tvals
-
-
-def _group_samples(url: str, scan, members: list[str] | None, target_key: str) -> dict:
-    """Turn per-member lists into per-sample arrays; check every sample's member set."""
-    keys, exts, offs, sizes, tpos, tvals = scan
-    if not keys:
-        m = len(members or ())
-        return {
-            "members": members,
-            "keys": np.empty(0, dtype="S1"),
-            "targets": np.empty(0, np.int64),
-            "offsets": np.empty((0, m), np.int64),
-            "sizes": np.empty((0, m), np.int64),
-        }
-    karr = np.asarray(keys)
-    new = np.ones(len(keys), dtype=bool)
-    new[1:] = karr[1:] != karr[:-1]
-    sample_of = np.cumsum(new) - 1
-    skeys = karr[new]
-    uniq, counts = np.unique(skeys, return_counts=True)
-    if (counts > 1).any():
-        raise CorruptShardError(
-            f"Shard {url!r}: sample key {str(uniq[counts > 1][0])!r} appears in two places "
-            "(its members are not adjacent). Re-create the shard with one block per sample."
-        )
-    if members is None:
-        first = np.asarray(exts[: int(np.searchsorted(sample_of, 1))])
-        members = sorted(set(first.tolist()))
-    if target_key not in members:
-        raise CorruptShardError(
-            f"Shard {url!r}, sample key {str(skeys[0])!r}: no target member {target_key!r} "
-            f"(members: {members}). Pass target_key= naming the member that holds the class."
-        )
-    col_of = {ext: c for c, ext in enumerate(members)}
-    uexts, inv = np.unique(np.asarray(exts), return_inverse=True)
-    col = np.asarray([col_of.get(e, -1) for e in uexts.tolist()], dtype=np.int64)[inv]
-    if (col < 0).any():
-        j = int(np.argmax(col < 0))
-        raise CorruptShardError(
-            f"Shard {url!r}, sample key {keys[j]!r}: unexpected member {exts[j]!r}; every sample "
-            f"must hold exactly the members {members}."
-        )
-    n, m = len(skeys), len(members)
-    count = np.bincount(sample_of * m + col, minlength=n * m).reshape(n, m)
-    if (count != 1).any():
-        s, c = np.argwhere(count != 1)[0]
-        what = "is missing member" if count[s, c] == 0 else "holds twice the member"
-        raise CorruptShardError(
-            f"Shard {url!r}, sample key {str(skeys[s])!r} {what} {members[c]!r}; every sample "
-            f"must hold exactly the members {members}."
-        )
-    offsets = np.empty((n, m), dtype=np.int64)
-    size_arr = np.empty((n, m), dtype=np.int64)
-    offsets[sample_of, col] = offs
-    size_arr[sample_of, col] = sizes
-    targets = np.empty(n, dtype=np.int64)
-    targets[sample_of[np.asarray(tpos, dtype=np.int64)]] = tvals
-    return {
-        "members": members,
-        "keys": np.char.encode(skeys, "utf-8"),
-        "targets": targets,
-        "offsets": offsets,
-        "sizes": size_arr,
-    }
-
-
-# -- decoding ---------------------------------------------------------------------------------
-def _decode_image(buf: Any, ext: str) -> torch.Tensor:
-    try:
-        from PIL import Image
-    except ImportError as err:
-        raise ImportError(
-            f"Decoding '.{ext}' members needs Pillow (pip install pillow); or pass decode=False "
-            "to get raw bytes, or decode=callable."
-        ) from err
-    with Image.open(io.BytesIO(bytes(buf))) as img:
-        return torch.from_numpy(np.array(img))
-
-
-class _NpyDecoder:
-    """``.npy`` bytes to a tensor; the header of the last array is cached so samples of one
-    shape/dtype decode with a byte compare and ``np.frombuffer``."""
-
-    def __init__(self) -> None:
-        self.header, self.dtype, self.shape, self.count = b"", None, (), 0
-
-    def __call__(self, buf: Any) -> torch.Tensor:
-        h = len(self.header)
-        head = buf[:h].tobytes() if isinstance(buf, memoryview) else buf[:h]
-        if not h or head != self.header or len(buf) != h + self.count * self.dtype.itemsize:
-            self._learn(buf)
-            h = len(self.header)
-            if not h:  # Fortran order / object / other: let numpy handle it
-                return torch.from_numpy(np.load(io.BytesIO(bytes(buf)), allow_pickle=False))
-        arr = np.frombuffer(buf, dtype=self.dtype, count=self.count, offset=h)
-        if not arr.flags.writeable:
-            arr = arr.copy()
-        return torch.from_numpy(arr.reshape(self.shape))
-
-    def rows(self, mat: np.ndarray) -> torch.Tensor | None:
-        """Decode a ``[n, size]`` uint8 matrix of equally sized ``.npy`` payloads at once;
-        ``None`` unless every row has the same header (then decode one by one)."""
-        if not len(mat):
-            return None
-        self._learn(mat[0])
-        h = len(self.header)
-        if not h or not (mat[:, :h] == np.frombuffer(self.header, dtype=np.uint8)).all():
-            return None
-        values = np.ascontiguousarray(mat[:, h:]).view(self.dtype)
-        return torch.from_numpy(values.reshape(len(mat), *self.shape))
-
-    def _learn(self, buf: Any) -> None:
-        f = io.BytesIO(bytes(buf[:4096]))
-        self.header = b""
-        try:
-            version = np.lib.format.read_magic(f)
-            reader = (
-                np.lib.format.read_array_header_1_0
-                if version == (1, 0)
-                else (np.lib.format.read_array_header_2_0)
-            )
-            shape, fortran, dtype = reader(f)
-        except ValueError:
-            return
-        if fortran or dtype.hasobject or dtype.byteorder == ">":
-            return
-        self.dtype, self.shape, self.count = dtype, shape, int(np.prod(shape, dtype=np.int64))
-        if len(buf) == f.tell() + self.count * dtype.itemsize:
-            self.header = bytes(buf[: f.tell()])
-
-
-def _collate(inputs: list[Any]) -> Any:
-    """Stack equally shaped tensors into one batch; anything else stays a list."""
-    if inputs and all(isinstance(x, torch.Tensor) for x in inputs):
-        first = inputs[0].shape
-        if all(x.shape == first for x in inputs):
-            return torch.stack(inputs)
-    return inputs
 
 
 # -- the source -------------------------------------------------------------------------------
@@ -465,7 +170,7 @@ class ShardSource(torch.utils.data.Dataset):
         self._open_locations(urls, storage_options)
         self._fds: dict[int, int] = {}
         self._pid = os.getpid()
-        self._npy = _NpyDecoder()
+        self._npy = NpyDecoder()
         self.indexed_shards: tuple[int, ...] = ()
         self._build_index(store, reindex, progress)
         self._choose_input(input_key)
@@ -515,10 +220,10 @@ class ShardSource(torch.utils.data.Dataset):
         if self._fs is None:
             stream = open(self._paths[s], "rb")  # noqa: SIM115 - closed below
         else:
-            stream = self._fs.open(self._paths[s], "rb", block_size=_SCAN_CHUNK)
+            stream = self._fs.open(self._paths[s], "rb", block_size=SCAN_CHUNK)
         with stream:
-            scan = _scan_tar(stream, self.urls[s], self.target_key, bar.update)
-        return _group_samples(self.urls[s], scan, members, self.target_key)
+            scan = scan_tar(stream, self.urls[s], self.target_key, bar.update)
+        return group_samples(self.urls[s], scan, members, self.target_key)
 
     def _build_index(self, store: Any, reindex: bool, progress: bool) -> None:
         sizes, hashes = self._shard_states()
@@ -755,27 +460,15 @@ class ShardSource(torch.utils.data.Dataset):
                 return int(self._targets[i])
             c = int(self._read_cols[0])
             a = int(self._offsets[i, c]) - base
-            x = self._decode_member(self.input_key, memoryview(buf)[a : a + int(self._sizes[i, c])])
+            x = decode_member(
+                self.input_key, memoryview(buf)[a : a + int(self._sizes[i, c])], self._npy
+            )
             return x, int(self._targets[i])
         raw: dict[str, Any] = {"__key__": self._keys[i].decode()}
         for c, ext in enumerate(self.members):
             a = int(self._offsets[i, c]) - base
             raw[ext] = bytes(buf[a : a + int(self._sizes[i, c])])
         return raw if self.decode is False else self.decode(raw)
-
-    def _decode_member(self, ext: str, buf: Any) -> Any:
-        last = ext.rsplit(".", 1)[-1]
-        if last == "npy":
-            return self._npy(buf)
-        if last in _INT_EXTS:
-            return int(bytes(buf))
-        if last in _TEXT_EXTS:
-            return bytes(buf).decode("utf-8")
-        if last in ("json", "jsn"):
-            return json.loads(bytes(buf))
-        if last in _IMAGE_EXTS:
-            return _decode_image(buf, last)
-        return bytes(buf)
 
     def _spans(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self._read_cols.size == 0:
@@ -911,7 +604,7 @@ class ShardSource(torch.utils.data.Dataset):
                 chunk = ids[k : k + batch_size]
                 inputs = self._read_npy_batch(chunk) if len(chunk) else None
                 if inputs is None:
-                    inputs = _collate([item_input(it) for it in self.get_many(chunk)])
+                    inputs = collate([item_input(it) for it in self.get_many(chunk)])
                 yield chunk, inputs
             return
         pending_ids: list[np.ndarray] = []
@@ -945,7 +638,7 @@ class ShardSource(torch.utils.data.Dataset):
         if all(isinstance(g, torch.Tensor) for g in got):
             inputs: Any = got[0] if len(got) == 1 else torch.cat(got)
         else:
-            inputs = _collate([x for g in got for x in g])
+            inputs = collate([x for g in got for x in g])
         return np.concatenate(got_ids), inputs
 
     def _stream_parts(self) -> Iterator[tuple[np.ndarray, Any]]:
@@ -980,7 +673,7 @@ class ShardSource(torch.utils.data.Dataset):
                     part = np.arange(j, k, dtype=np.int64)
                     fast = self._stack_npy(data, span_start[j:k] - begin, part)
                     if fast is None:
-                        fast = _collate(
+                        fast = collate(
                             [item_input(self._item(i, data, begin)) for i in range(j, k)]
                         )
                     yield part, fast

@@ -151,3 +151,12 @@ def test_read_only_store_refuses_to_create_a_cache(tmp_path):
     ro = memstore.open_store(url, mode="r")
     with pytest.raises(memstore.ReadOnlyStoreError):
         ro.feature_cache("k", 10, 2)
+
+
+def test_cache_records_what_it_holds(store):
+    src = make_source(100)
+    src.name = "digits"
+    cached_features(CountingModel(), "feat", src, np.arange(100), store)
+    [key] = store.feature_caches()
+    attrs = dict(store.open_feature_cache(key).group.attrs)
+    assert attrs == {"source": "digits", "layer": "feat", "n": 100}

@@ -1,0 +1,347 @@
+"""The tar side of shard sources: one streaming pass over a webdataset tar that records each
+member's data offset and size (payloads skipped, except the target's), grouping of members into
+samples, and decoding of member bytes.
+
+Tar layout read here: 512-byte headers (ustar / GNU / v7, checksum verified when not ustar), pax
+``x`` headers (``path``, ``size``), pax globals ``g`` (skipped) and GNU long names ``L``; a
+member's data follows its header, padded to 512 bytes; a zero block ends the archive. As in
+webdataset, a member ``dir/key.ext.more`` belongs to sample ``dir/key`` with extension
+``ext.more`` (lower-cased); names without an extension and ``__meta__``-style names are skipped.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import CorruptShardError
+
+__all__ = [
+    "BLOCK",
+    "SCAN_CHUNK",
+    "Window",
+    "scan_tar",
+    "group_samples",
+    "NpyDecoder",
+    "decode_member",
+    "collate",
+]
+
+BLOCK = 512
+_ZERO_BLOCK = bytes(BLOCK)
+SCAN_CHUNK = 8 << 20  # bytes read per call while indexing
+_INT_EXTS = frozenset({"cls", "cls2", "class", "count", "index", "inx", "id"})
+_TEXT_EXTS = frozenset({"txt", "text", "transcript"})
+_IMAGE_EXTS = frozenset({"png", "jpg", "jpeg", "ppm", "pgm", "pbm", "bmp", "tif", "tiff", "webp"})
+
+
+# -- one streaming pass over a tar ------------------------------------------------------------
+class Window:
+    """A sliding window over a sequential stream: ``cover(a, b)`` makes ``buf`` hold bytes
+    ``[a, b)`` (``base`` = offset of ``buf[0]``), dropping what lies before ``a``."""
+
+    def __init__(self, stream: Any, on_bytes: Callable[[int], Any]) -> None:
+        self.stream, self.on_bytes = stream, on_bytes
+        self.seekable = bool(getattr(stream, "seekable", lambda: False)())
+        self.buf, self.base = b"", 0
+
+    def cover(self, start: int, end: int) -> bool:
+        buf_end = self.base + len(self.buf)
+        if self.base <= start and end <= buf_end:
+            return True
+        if start < buf_end:
+            self.buf = self.buf[start - self.base :]
+        else:
+            gap = start - buf_end
+            if gap and self.seekable:
+                self.stream.seek(start)
+                self.on_bytes(gap)
+                gap = 0
+            while gap > 0:
+                skipped = len(self.stream.read(min(gap, SCAN_CHUNK)))
+                if not skipped:
+                    return False
+                self.on_bytes(skipped)
+                gap -= skipped
+            self.buf = b""
+        self.base = start
+        while self.base + len(self.buf) < end:
+            chunk = self.stream.read(max(SCAN_CHUNK, end - self.base - len(self.buf)))
+            if not chunk:
+                return False
+            self.on_bytes(len(chunk))
+            self.buf += chunk
+        return True
+
+
+def _octal(field: bytes) -> int:
+    if field[0] & 0x80:  # GNU base-256 for sizes >= 8 GiB
+        return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
+    field = field.strip(b"\0 ")
+    return int(field, 8) if field else 0
+
+
+def _pax_records(payload: bytes) -> dict[str, str]:
+    out, pos = {}, 0
+    while pos < len(payload):
+        space = payload.index(b" ", pos)
+        length = int(payload[pos:space])
+        key, _, value = payload[space + 1 : pos + length - 1].partition(b"=")
+        out[key.decode()] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return out
+
+
+def scan_tar(stream: Any, url: str, target_key: str, on_bytes: Callable[[int], Any]):
+    """Read every tar header of one shard (payloads are skipped, except target members).
+
+    Returns per-member lists ``(keys, exts, data_offsets, sizes)`` and the parsed targets
+    ``(member_positions, values)``. Cost: one sequential read of the shard, O(members) Python.
+    """
+    win = Window(stream, on_bytes)
+    keys: list[str] = []
+    exts: list[str] = []
+    offsets: list[int] = []
+    sizes: list[int] = []
+    tpos: list[int] = []
+    tvals: list[int] = []
+    pos, long_name, pax = 0, None, {}
+    last = None
+    while True:
+        if not win.cover(pos, pos + BLOCK):
+            where = (
+                "before its first member"
+                if last is None
+                else f"after member {last[0]!r} (sample key {last[1]!r}, {last[3]} bytes of data "
+                f"at byte {last[2]})"
+            )
+            raise CorruptShardError(
+                f"Shard {url!r} is truncated: it ends {where} without an end-of-archive marker. "
+                "Re-create the shard."
+            )
+        rel = pos - win.base
+        header = win.buf[rel : rel + BLOCK]
+        if header == _ZERO_BLOCK:
+            break
+        try:
+            if header[257:262] != b"ustar" and _octal(header[148:156]) != (
+                sum(header[:148]) + sum(header[156:]) + 256
+            ):
+                raise ValueError("bad checksum")
+            size = _octal(header[124:136])
+        except ValueError as err:
+            where = "at its start" if last is None else f"after sample key {last[1]!r}"
+            raise CorruptShardError(
+                f"Shard {url!r} has a damaged tar header at byte {pos} ({where}): {err}. "
+                "Re-create the shard."
+            ) from err
+        kind = header[156]
+        data = pos + BLOCK
+        if kind in (0x78, 0x4C, 0x67):  # pax header 'x', GNU long name 'L', pax global 'g'
+            if not win.cover(data, data + size):
+                raise CorruptShardError(f"Shard {url!r} is truncated inside a header at {pos}.")
+            payload = win.buf[data - win.base : data - win.base + size]
+            if kind == 0x78:
+                pax = _pax_records(payload)
+            elif kind == 0x4C:
+                long_name = payload.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            pos = data + ((size + BLOCK - 1) & ~(BLOCK - 1))
+            continue
+        if "size" in pax:
+            size = int(pax["size"])
+        pos = data + ((size + BLOCK - 1) & ~(BLOCK - 1))
+        if kind not in (0x30, 0, 0x37):  # only regular files are members
+            long_name, pax = None, {}
+            continue
+        if long_name is not None or "path" in pax:
+            name = long_name if long_name is not None else pax["path"]
+        else:
+            raw = header[:100].split(b"\0", 1)[0]
+            if header[257:262] == b"ustar" and header[345]:
+                raw = header[345:500].split(b"\0", 1)[0] + b"/" + raw
+            name = raw.decode("utf-8", "surrogateescape")
+        long_name, pax = None, {}
+        slash = name.rfind("/")
+        dot = name.find(".", slash + 1)
+        if dot <= slash + 1 or (slash < 0 and name.startswith("__") and name.endswith("__")):
+            continue  # no extension, or webdataset metadata: webdataset skips these too
+        key, ext = name[:dot], name[dot + 1 :].lower()
+        last = (name, key, data, size)
+        if ext == target_key:
+            if not win.cover(data, data + size):
+                continue  # the truncation is reported at the next header
+            raw_target = win.buf[data - win.base : data - win.base + size]
+            try:
+                tvals.append(int(raw_target))
+            except ValueError:
+                raise CorruptShardError(
+                    f"Shard {url!r}, sample key {key!r}: the target member {ext!r} must hold an "
+                    f"int as text. Got {bytes(raw_target[:40])!r} instead."
+                ) from None
+            tpos.append(len(keys))
+        keys.append(key)
+        exts.append(ext)
+        offsets.append(data)
+        sizes.append(size)
+    return keys, exts, offsets, sizes, tpos, tvals
+
+
+def group_samples(url: str, scan, members: list[str] | None, target_key: str) -> dict:
+    """Turn per-member lists into per-sample arrays; check every sample's member set."""
+    keys, exts, offs, sizes, tpos, tvals = scan
+    if not keys:
+        m = len(members or ())
+        return {
+            "members": members,
+            "keys": np.empty(0, dtype="S1"),
+            "targets": np.empty(0, np.int64),
+            "offsets": np.empty((0, m), np.int64),
+            "sizes": np.empty((0, m), np.int64),
+        }
+    karr = np.asarray(keys)
+    new = np.ones(len(keys), dtype=bool)
+    new[1:] = karr[1:] != karr[:-1]
+    sample_of = np.cumsum(new) - 1
+    skeys = karr[new]
+    uniq, counts = np.unique(skeys, return_counts=True)
+    if (counts > 1).any():
+        raise CorruptShardError(
+            f"Shard {url!r}: sample key {str(uniq[counts > 1][0])!r} appears in two places "
+            "(its members are not adjacent). Re-create the shard with one block per sample."
+        )
+    if members is None:
+        first = np.asarray(exts[: int(np.searchsorted(sample_of, 1))])
+        members = sorted(set(first.tolist()))
+    if target_key not in members:
+        raise CorruptShardError(
+            f"Shard {url!r}, sample key {str(skeys[0])!r}: no target member {target_key!r} "
+            f"(members: {members}). Pass target_key= naming the member that holds the class."
+        )
+    col_of = {ext: c for c, ext in enumerate(members)}
+    uexts, inv = np.unique(np.asarray(exts), return_inverse=True)
+    col = np.asarray([col_of.get(e, -1) for e in uexts.tolist()], dtype=np.int64)[inv]
+    if (col < 0).any():
+        j = int(np.argmax(col < 0))
+        raise CorruptShardError(
+            f"Shard {url!r}, sample key {keys[j]!r}: unexpected member {exts[j]!r}; every sample "
+            f"must hold exactly the members {members}."
+        )
+    n, m = len(skeys), len(members)
+    count = np.bincount(sample_of * m + col, minlength=n * m).reshape(n, m)
+    if (count != 1).any():
+        s, c = np.argwhere(count != 1)[0]
+        what = "is missing member" if count[s, c] == 0 else "holds twice the member"
+        raise CorruptShardError(
+            f"Shard {url!r}, sample key {str(skeys[s])!r} {what} {members[c]!r}; every sample "
+            f"must hold exactly the members {members}."
+        )
+    offsets = np.empty((n, m), dtype=np.int64)
+    size_arr = np.empty((n, m), dtype=np.int64)
+    offsets[sample_of, col] = offs
+    size_arr[sample_of, col] = sizes
+    targets = np.empty(n, dtype=np.int64)
+    targets[sample_of[np.asarray(tpos, dtype=np.int64)]] = tvals
+    return {
+        "members": members,
+        "keys": np.char.encode(skeys, "utf-8"),
+        "targets": targets,
+        "offsets": offsets,
+        "sizes": size_arr,
+    }
+
+
+# -- decoding ---------------------------------------------------------------------------------
+def _decode_image(buf: Any, ext: str) -> torch.Tensor:
+    try:
+        from PIL import Image
+    except ImportError as err:
+        raise ImportError(
+            f"Decoding '.{ext}' members needs Pillow (pip install pillow); or pass decode=False "
+            "to get raw bytes, or decode=callable."
+        ) from err
+    with Image.open(io.BytesIO(bytes(buf))) as img:
+        return torch.from_numpy(np.array(img))
+
+
+class NpyDecoder:
+    """``.npy`` bytes to a tensor; the header of the last array is cached so samples of one
+    shape/dtype decode with a byte compare and ``np.frombuffer``."""
+
+    def __init__(self) -> None:
+        self.header, self.dtype, self.shape, self.count = b"", None, (), 0
+
+    def __call__(self, buf: Any) -> torch.Tensor:
+        h = len(self.header)
+        head = buf[:h].tobytes() if isinstance(buf, memoryview) else buf[:h]
+        if not h or head != self.header or len(buf) != h + self.count * self.dtype.itemsize:
+            self._learn(buf)
+            h = len(self.header)
+            if not h:  # Fortran order / object / other: let numpy handle it
+                return torch.from_numpy(np.load(io.BytesIO(bytes(buf)), allow_pickle=False))
+        arr = np.frombuffer(buf, dtype=self.dtype, count=self.count, offset=h)
+        if not arr.flags.writeable:
+            arr = arr.copy()
+        return torch.from_numpy(arr.reshape(self.shape))
+
+    def rows(self, mat: np.ndarray) -> torch.Tensor | None:
+        """Decode a ``[n, size]`` uint8 matrix of equally sized ``.npy`` payloads at once;
+        ``None`` unless every row has the same header (then decode one by one)."""
+        if not len(mat):
+            return None
+        self._learn(mat[0])
+        h = len(self.header)
+        if not h or not (mat[:, :h] == np.frombuffer(self.header, dtype=np.uint8)).all():
+            return None
+        values = np.ascontiguousarray(mat[:, h:]).view(self.dtype)
+        return torch.from_numpy(values.reshape(len(mat), *self.shape))
+
+    def _learn(self, buf: Any) -> None:
+        f = io.BytesIO(bytes(buf[:4096]))
+        self.header = b""
+        try:
+            version = np.lib.format.read_magic(f)
+            reader = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else (np.lib.format.read_array_header_2_0)
+            )
+            shape, fortran, dtype = reader(f)
+        except ValueError:
+            return
+        if fortran or dtype.hasobject or dtype.byteorder == ">":
+            return
+        self.dtype, self.shape, self.count = dtype, shape, int(np.prod(shape, dtype=np.int64))
+        if len(buf) == f.tell() + self.count * dtype.itemsize:
+            self.header = bytes(buf[: f.tell()])
+
+
+def decode_member(ext: str, buf: Any, npy: NpyDecoder) -> Any:
+    """Decode one member's bytes by its last extension: ``.npy`` to a tensor, ``cls``-like
+    members to ints, text, JSON, images through Pillow (HWC uint8 tensors); anything else
+    stays ``bytes``."""
+    last = ext.rsplit(".", 1)[-1]
+    if last == "npy":
+        return npy(buf)
+    if last in _INT_EXTS:
+        return int(bytes(buf))
+    if last in _TEXT_EXTS:
+        return bytes(buf).decode("utf-8")
+    if last in ("json", "jsn"):
+        return json.loads(bytes(buf))
+    if last in _IMAGE_EXTS:
+        return _decode_image(buf, last)
+    return bytes(buf)
+
+
+def collate(inputs: list[Any]) -> Any:
+    """Stack equally shaped tensors into one batch; anything else stays a list."""
+    if inputs and all(isinstance(x, torch.Tensor) for x in inputs):
+        first = inputs[0].shape
+        if all(x.shape == first for x in inputs):
+            return torch.stack(inputs)
+    return inputs
