@@ -1,17 +1,28 @@
 """Generic test set-up: make the helpers in this folder (``reference.py``) importable."""
 
+import os
 import sys
 from pathlib import Path
+
+import pytest
 
 _TESTS = str(Path(__file__).resolve().parent)
 if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
 
 
-# -- loopback S3 servers (see tests/s3server.py): started once per session, only if needed --
-import os  # noqa: E402
+@pytest.fixture
+def store_url(tmp_path) -> str:
+    """Where a store test puts its store: local by default; test_store_s3.py overrides it."""
+    return str(tmp_path / "m.zarr")
 
-import pytest  # noqa: E402
+
+@pytest.fixture
+def storage_options() -> dict | None:
+    return None
+
+
+# -- loopback S3 servers (see tests/s3server.py): started once per session, only if needed --
 
 
 @pytest.fixture(scope="session")

@@ -17,16 +17,6 @@ from memstore.cli import main
 
 
 @pytest.fixture
-def store_url(tmp_path) -> str:
-    return str(tmp_path / "m.zarr")
-
-
-@pytest.fixture
-def storage_options() -> dict | None:
-    return None
-
-
-@pytest.fixture
 def store(store_url, storage_options):
     """Buffer 'cb' (two commits) and 'r' (one), with source fingerprints on the first."""
     sources = make_sources()

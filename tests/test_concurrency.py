@@ -18,16 +18,6 @@ NAME = "shared"
 TRIES = 20
 
 
-@pytest.fixture
-def store_url(tmp_path) -> str:
-    return str(tmp_path / "m.zarr")
-
-
-@pytest.fixture
-def storage_options() -> dict | None:
-    return None
-
-
 def test_the_loser_of_a_race_gets_concurrent_commit_error(store_url, storage_options):
     """Writer B publishes between writer A's listing and A's publish (made deterministic)."""
     a = open_store(store_url, storage_options=storage_options)

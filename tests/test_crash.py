@@ -24,7 +24,6 @@ import threading
 import time
 from collections import Counter, defaultdict
 
-import pytest
 from _store_child import CHILD, child_env, crash_buffer, crash_step, state_checksum
 
 from memstore import open_store
@@ -35,16 +34,6 @@ KILLS = 54
 TARGETS = ("write", "fsync", "publish", "prelink", "linked", "random")
 # Phases after which the new commit is published (the loaded state must be the new one).
 PUBLISHED = {"linked", "saved"}
-
-
-@pytest.fixture
-def store_url(tmp_path) -> str:
-    return str(tmp_path / "m.zarr")
-
-
-@pytest.fixture
-def storage_options() -> dict | None:
-    return None
 
 
 class Expected:

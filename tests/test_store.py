@@ -49,16 +49,6 @@ FEATURE_POLICIES = ("herding-class", "closest-task")
 
 
 @pytest.fixture
-def store_url(tmp_path) -> str:
-    return str(tmp_path / "m.zarr")
-
-
-@pytest.fixture
-def storage_options() -> dict | None:
-    return None
-
-
-@pytest.fixture
 def sources():
     return make_sources()
 
