@@ -51,8 +51,9 @@ def _save_model(model: torch.nn.Module, path: str) -> None:
     os.replace(tmp, path)
 
 
-def run(store_path: str, policy: str, memory: int, epochs: int, seed: int,
-        stop_after: int | None = None) -> dict:
+def run(
+    store_path: str, policy: str, memory: int, epochs: int, seed: int, stop_after: int | None = None
+) -> dict:
     """Train (or resume) over all experiences; returns the final memory and accuracy."""
     split = make_experiences(seed)
     store = memstore.open_store(store_path)
@@ -60,58 +61,86 @@ def run(store_path: str, policy: str, memory: int, epochs: int, seed: int,
     start = store.next_experience(BUFFER)
     if start > 0:
         model.load_state_dict(torch.load(_model_path(store_path, start - 1)))
-        strategy = (memstore.HerdingSelectionStrategy(model, HIDDEN_LAYER)
-                    if policy == "parametric-herding" else None)
+        strategy = (
+            memstore.HerdingSelectionStrategy(model, HIDDEN_LAYER)
+            if policy == "parametric-herding"
+            else None
+        )
         buffer = store.load(BUFFER, sources={SOURCE: split.train}, selection_strategy=strategy)
-        print(f"resumed from commit {store.log(BUFFER)[-1].seq}: experiences 0..{start - 1} "
-              f"done, memory of {len(buffer)} exemplars")
+        print(
+            f"resumed from commit {store.log(BUFFER)[-1].seq}: experiences 0..{start - 1} "
+            f"done, memory of {len(buffer)} exemplars"
+        )
     else:
         buffer = make_buffer(policy, memory, model, seed)
     for k in range(start, len(split.train_experiences)):
-        replay = memstore.ReplayDataset(buffer.buffer, {SOURCE: split.train}) if len(buffer) else None
+        replay = (
+            memstore.ReplayDataset(buffer.buffer, {SOURCE: split.train}) if len(buffer) else None
+        )
         if stop_after is not None and k == stop_after + 1:
             train_experience(model, split.train_experiences[k], replay, epochs=1, seed=seed + k)
             print(f"simulated crash while training experience {k}", flush=True)
             os._exit(3)
         train_experience(model, split.train_experiences[k], replay, epochs=epochs, seed=seed + k)
-        buffer.update(memstore.Experience.from_dataset(split.train_experiences[k],
-                                                       source=SOURCE, index=k))
+        buffer.update(
+            memstore.Experience.from_dataset(split.train_experiences[k], source=SOURCE, index=k)
+        )
         _save_model(model, _model_path(store_path, k))
-        commit = store.save(BUFFER, buffer, message=f"after experience {k}",
-                            sources={SOURCE: split.train})
+        commit = store.save(
+            BUFFER, buffer, message=f"after experience {k}", sources={SOURCE: split.train}
+        )
         print(f"experience {k}: memory {len(buffer)} exemplars, commit {commit.seq}")
     accuracy = evaluate(model, split.test, range(10))
     ex = buffer.buffer
-    digest = hashlib.blake2b(b"".join(np.ascontiguousarray(c).tobytes() for c in (
-        ex.ids, ex.targets, ex.experience)), digest_size=8).hexdigest()
-    return {"accuracy": accuracy, "memory": len(ex), "digest": digest,
-            "per_class": np.bincount(ex.targets, minlength=10).tolist()}
+    digest = hashlib.blake2b(
+        b"".join(np.ascontiguousarray(c).tobytes() for c in (ex.ids, ex.targets, ex.experience)),
+        digest_size=8,
+    ).hexdigest()
+    return {
+        "accuracy": accuracy,
+        "memory": len(ex),
+        "digest": digest,
+        "per_class": np.bincount(ex.targets, minlength=10).tolist(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", default="runs/digits/memory.zarr")
-    parser.add_argument("--policy", choices=("class-balanced", "parametric-herding"),
-                        default="class-balanced")
+    parser.add_argument(
+        "--policy", choices=("class-balanced", "parametric-herding"), default="class-balanced"
+    )
     parser.add_argument("--memory", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--stop-after", type=int, default=None,
-                        help="die abruptly while training the experience after this one")
-    parser.add_argument("--check", action="store_true",
-                        help="compare with an uninterrupted run in a temporary store")
+    parser.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        help="die abruptly while training the experience after this one",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="compare with an uninterrupted run in a temporary store",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     result = run(args.store, args.policy, args.memory, args.epochs, args.seed, args.stop_after)
-    print(f"final: accuracy {result['accuracy']:.4f} on all 10 classes, memory "
-          f"{result['memory']} exemplars {result['per_class']}, digest {result['digest']}")
+    print(
+        f"final: accuracy {result['accuracy']:.4f} on all 10 classes, memory "
+        f"{result['memory']} exemplars {result['per_class']}, digest {result['digest']}"
+    )
     if args.check:
         with tempfile.TemporaryDirectory() as tmp:
-            ref = run(os.path.join(tmp, "memory.zarr"), args.policy, args.memory, args.epochs,
-                      args.seed)
+            ref = run(
+                os.path.join(tmp, "memory.zarr"), args.policy, args.memory, args.epochs, args.seed
+            )
         same = ref == result
-        print(f"uninterrupted: accuracy {ref['accuracy']:.4f}, digest {ref['digest']} -> "
-              f"{'IDENTICAL' if same else 'DIFFERENT'}")
+        print(
+            f"uninterrupted: accuracy {ref['accuracy']:.4f}, digest {ref['digest']} -> "
+            f"{'IDENTICAL' if same else 'DIFFERENT'}"
+        )
         return 0 if same else 1
     return 0
 

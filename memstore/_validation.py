@@ -37,8 +37,10 @@ def check_int(
     """Return ``value`` as an ``int`` if it is an integer (not bool) >= ``minimum``."""
     if value is None and allow_none:
         return None
-    expected = "an int" if minimum is None else (
-        "a positive int" if minimum == 1 else f"an int >= {minimum}"
+    expected = (
+        "an int"
+        if minimum is None
+        else ("a positive int" if minimum == 1 else f"an int >= {minimum}")
     )
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise param_error(name, owner, expected, value, kind=TypeError)

@@ -44,8 +44,15 @@ __all__ = [
 
 STATE_FORMAT = 1
 _STATE_KEYS = {
-    "format", "policy", "params", "num_updates", "generator_state", "source_names", "columns",
-    "groups", "strategy",
+    "format",
+    "policy",
+    "params",
+    "num_updates",
+    "generator_state",
+    "source_names",
+    "columns",
+    "groups",
+    "strategy",
 }
 
 
@@ -136,7 +143,10 @@ class ExemplarsBuffer(ABC):
         columns = {c: np.array(getattr(rows, c), copy=True) for c in COLUMNS if c != "source"}
         columns["source"] = codes.astype(np.int32).reshape(-1)
         columns["group"] = np.concatenate(
-            [np.full(len(p), key, dtype=np.int64) for (key, _), p in zip(groups, parts)]
+            [
+                np.full(len(p), key, dtype=np.int64)
+                for (key, _), p in zip(groups, parts, strict=True)
+            ]
             or [np.empty(0, dtype=np.int64)]
         )
         weights = [getattr(g, "_weights", None) for _, g in groups]
@@ -269,11 +279,17 @@ def _check_state(state: Any, policy: str, owner: str) -> list[tuple[int, int, Ex
             raise ValueError("group keys and sizes disagree or repeat")
         # Rows come in runs of one group key, in the order of groups["keys"].
         starts = np.flatnonzero(np.r_[True, group_col[1:] != group_col[:-1]]) if n else []
-        bounds = dict(zip(group_col[starts].tolist(), zip(starts, [*starts[1:], n])))
+        bounds = dict(
+            zip(
+                group_col[starts].tolist(),
+                zip(starts, [*starts[1:], n], strict=False),
+                strict=False,
+            )
+        )
         if len(bounds) != len(starts) or not set(bounds) <= set(gkeys.tolist()):
             raise ValueError("rows are not grouped contiguously by known group keys")
         out, start = [], 0
-        for key, size in zip(gkeys.tolist(), gsizes.tolist()):
+        for key, size in zip(gkeys.tolist(), gsizes.tolist(), strict=True):
             lo, hi = bounds.get(key, (start, start))
             if lo != start or hi - lo > size or size < 0:
                 raise ValueError(f"group {key} rows are out of order or exceed its size {size}")
@@ -429,7 +445,7 @@ class BalancedExemplarsBuffer(ExemplarsBuffer):
 
     def _lengths_for(self, keys: list[int]) -> dict[int, int]:
         ordered = sorted(keys)
-        return dict(zip(ordered, self.get_group_lengths(len(ordered))))
+        return dict(zip(ordered, self.get_group_lengths(len(ordered)), strict=True))
 
     def _group_items(self):
         return list(self.buffer_groups.items())
@@ -508,8 +524,9 @@ class ClassBalancedBuffer(BalancedExemplarsBuffer):
         if len(rows) == 0:
             return
         by_class = first_appearance_groups(rows.targets)
-        lengths = self._lengths_for(list(dict.fromkeys([*self.buffer_groups,
-                                                         *(c for c, _ in by_class)])))
+        lengths = self._lengths_for(
+            list(dict.fromkeys([*self.buffer_groups, *(c for c, _ in by_class)]))
+        )
         for cls, positions in by_class:
             if cls in self.buffer_groups:
                 group = self.buffer_groups[cls]
@@ -635,8 +652,9 @@ class ParametricBuffer(BalancedExemplarsBuffer):
         if not by_group and self.groupby in (None, "experience"):
             # As Avalanche: an empty experience still creates (or touches) its group.
             by_group = [(0 if self.groupby is None else index, np.empty(0, dtype=np.int64))]
-        lengths = self._lengths_for(list(dict.fromkeys([*self.buffer_groups,
-                                                         *(g for g, _ in by_group)])))
+        lengths = self._lengths_for(
+            list(dict.fromkeys([*self.buffer_groups, *(g for g, _ in by_group)]))
+        )
         old = self.buffer
         # Features of every row involved, once: old exemplars, then the new rows.
         feats = self._features(ExemplarSet.concat([old, rows]), experience, sources)
@@ -650,8 +668,9 @@ class ParametricBuffer(BalancedExemplarsBuffer):
                     group = self.buffer_groups[key]
                     group._exemplars = ExemplarSet.concat([group.buffer, new_rows])
                     if new_f is not None:
-                        group.features = np.concatenate([group.features.reshape(
-                            -1, new_f.shape[1]), new_f])
+                        group.features = np.concatenate(
+                            [group.features.reshape(-1, new_f.shape[1]), new_f]
+                        )
                     self._select(group, group.max_size)
                     self._select(group, lengths[key])
                 else:
@@ -701,9 +720,7 @@ def buffer_from_state(
     """
     policy = state.get("policy") if isinstance(state, Mapping) else None
     if policy not in POLICIES:
-        raise ValueError(
-            f"Unknown buffer policy {policy!r} in state; known: {sorted(POLICIES)}."
-        )
+        raise ValueError(f"Unknown buffer policy {policy!r} in state; known: {sorted(POLICIES)}.")
     params = dict(state["params"])
     if selection_strategy is not None and policy != "ParametricBuffer":
         raise TypeError(

@@ -42,18 +42,41 @@ def _inspect(args: argparse.Namespace) -> int:
     for key in store.feature_caches():
         cache = store.open_feature_cache(key)
         if cache is not None:
-            features.append({"key": key, "shape": list(cache.shape), "dtype": str(
-                cache.values.dtype), "done": cache.num_done(), **dict(cache.group.attrs)})
+            features.append(
+                {
+                    "key": key,
+                    "shape": list(cache.shape),
+                    "dtype": str(cache.values.dtype),
+                    "done": cache.num_done(),
+                    **dict(cache.group.attrs),
+                }
+            )
     if args.json:
-        print(json.dumps({"store": args.store, "buffers": summaries,
-                          "sources": store.sources(), "features": features}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "store": args.store,
+                    "buffers": summaries,
+                    "sources": store.sources(),
+                    "features": features,
+                },
+                indent=1,
+            )
+        )
         return 0
     con = _console()
     con.print(f"[bold]{args.store}[/bold]: {len(names)} buffer(s), sources {store.sources()}")
     if features:
-        con.print(_table("cached features", ["key", "source", "layer", "shape", "dtype", "done"],
-                         [[f["key"], f.get("source"), f.get("layer"), f["shape"], f["dtype"],
-                           f["done"]] for f in features]))
+        con.print(
+            _table(
+                "cached features",
+                ["key", "source", "layer", "shape", "dtype", "done"],
+                [
+                    [f["key"], f.get("source"), f.get("layer"), f["shape"], f["dtype"], f["done"]]
+                    for f in features
+                ],
+            )
+        )
     for s in summaries:
         c = s["commit"]
         con.print(
@@ -64,15 +87,30 @@ def _inspect(args: argparse.Namespace) -> int:
         if s["strategy"]:
             params["strategy"] = s["strategy"]["class"]
         con.print("params: " + ", ".join(f"{k}={v}" for k, v in params.items()))
-        con.print(_table("groups", ["key", "size", "max_size"],
-                         [[g["key"], g["size"], g["max_size"]] for g in s["groups"]]))
-        con.print(_table("classes", ["class", "exemplars"],
-                         [[k, v] for k, v in s["classes"].items()]))
-        con.print(_table("sources", ["source", "fingerprint"],
-                         [[k, v.get("fingerprint")] for k, v in s["sources"].items()]))
-        con.print(_table("commits", ["seq", "time", "rows", "message"],
-                         [[x["seq"], x["time"], x["sizes"].get("rows"), x["message"]]
-                          for x in s["commits"]]))
+        con.print(
+            _table(
+                "groups",
+                ["key", "size", "max_size"],
+                [[g["key"], g["size"], g["max_size"]] for g in s["groups"]],
+            )
+        )
+        con.print(
+            _table("classes", ["class", "exemplars"], [[k, v] for k, v in s["classes"].items()])
+        )
+        con.print(
+            _table(
+                "sources",
+                ["source", "fingerprint"],
+                [[k, v.get("fingerprint")] for k, v in s["sources"].items()],
+            )
+        )
+        con.print(
+            _table(
+                "commits",
+                ["seq", "time", "rows", "message"],
+                [[x["seq"], x["time"], x["sizes"].get("rows"), x["message"]] for x in s["commits"]],
+            )
+        )
     return 0
 
 
@@ -81,8 +119,13 @@ def _log(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([c.__dict__ for c in commits], indent=1))
         return 0
-    _console().print(_table(f"{args.name}", ["seq", "id", "time", "rows", "message"], [
-        [c.seq, c.id, c.time, c.sizes.get("rows"), c.message] for c in commits]))
+    _console().print(
+        _table(
+            f"{args.name}",
+            ["seq", "id", "time", "rows", "message"],
+            [[c.seq, c.id, c.time, c.sizes.get("rows"), c.message] for c in commits],
+        )
+    )
     return 0
 
 
@@ -90,8 +133,7 @@ def _verify(args: argparse.Namespace) -> int:
     problems = open_store(args.store, mode="r").verify()
     errors = [p for p in problems if p.severity == "error"]
     if args.json:
-        print(json.dumps({"ok": not errors, "problems": [p.__dict__ for p in problems]},
-                         indent=1))
+        print(json.dumps({"ok": not errors, "problems": [p.__dict__ for p in problems]}, indent=1))
     else:
         for p in problems:
             print(f"{p.severity.upper()}: {p.path}: {p.message}")
@@ -128,8 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gc", help="keep the last K commits per buffer, remove debris")
     p.add_argument("store")
     p.add_argument("--keep", type=int, required=True)
-    p.add_argument("--grace", type=float, default=60.0,
-                   help="seconds a debris file must be old before removal (default 60)")
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=60.0,
+        help="seconds a debris file must be old before removal (default 60)",
+    )
     p.set_defaults(run=_gc)
     for p in sub.choices.values():
         p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -120,8 +120,10 @@ class Experience:
         owner = "Experience"
         targets = as_int_array(self.targets, "targets", owner)
         n = targets.shape[0]
-        ids = np.arange(n, dtype=np.int64) if self.ids is None else as_int_array(
-            self.ids, "ids", owner, length=n
+        ids = (
+            np.arange(n, dtype=np.int64)
+            if self.ids is None
+            else as_int_array(self.ids, "ids", owner, length=n)
         )
         if n > 1:
             srt = np.sort(ids)
@@ -230,8 +232,10 @@ def resolve_inputs(
         sel = np.flatnonzero(rows.source == name)
         if sources is not None and name in sources:
             out.append((sources[name], rows.ids[sel], sel))
-        elif experience is not None and name == experience.source and (
-            experience.source_data is not None
+        elif (
+            experience is not None
+            and name == experience.source
+            and (experience.source_data is not None)
         ):
             out.append((experience.source_data, rows.ids[sel], sel))
         elif experience is not None and name == experience.source and experience.data is not None:

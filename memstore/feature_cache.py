@@ -51,12 +51,14 @@ class FeatureCache:
                     f"The feature cache at {path} holds {existing.shape} {existing.dtype}, "
                     f"not ({n}, {d}) {dtype}: a different source or model produced it."
                 )
-            return cls(zarr.open_group(store=zstore, path=path, mode="r" if read_only
-                                       else "r+"), read_only)
+            return cls(
+                zarr.open_group(store=zstore, path=path, mode="r" if read_only else "r+"), read_only
+            )
         group = zarr.open_group(store=zstore, path=path, mode="a")
         group.attrs.update(attrs)
-        group.create_array("values", shape=(n, d), dtype=dtype, chunks=(CHUNK_ROWS, d),
-                           fill_value=0)
+        group.create_array(
+            "values", shape=(n, d), dtype=dtype, chunks=(CHUNK_ROWS, d), fill_value=0
+        )
         group.create_array("done", shape=(n,), dtype="uint8", chunks=(CHUNK_ROWS,), fill_value=0)
         return cls(group, read_only)
 
@@ -86,7 +88,7 @@ class FeatureCache:
         ids, features = ids[order], np.asarray(features)[order]
         chunk_of = ids // CHUNK_ROWS
         bounds = np.flatnonzero(np.r_[True, chunk_of[1:] != chunk_of[:-1], True])
-        for a, b in zip(bounds[:-1], bounds[1:]):
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
             c = int(chunk_of[a])
             lo, hi = c * CHUNK_ROWS, min((c + 1) * CHUNK_ROWS, self.values.shape[0])
             rows = ids[a:b] - lo
@@ -110,7 +112,7 @@ class FeatureCache:
         sorted_ids = ids[order]
         chunk_of = sorted_ids // CHUNK_ROWS
         bounds = np.flatnonzero(np.r_[True, chunk_of[1:] != chunk_of[:-1], True])
-        for a, b in zip(bounds[:-1], bounds[1:]):
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
             lo = int(chunk_of[a]) * CHUNK_ROWS
             block = self.values[lo : min(lo + CHUNK_ROWS, self.values.shape[0])]
             out[order[a:b]] = block[sorted_ids[a:b] - lo]

@@ -76,9 +76,7 @@ def stack_inputs(inputs: list[Any]) -> torch.Tensor:
     )
 
 
-def input_batches(
-    dataset: Any, keys: np.ndarray, batch_size: int, input_key: str | None = None
-):
+def input_batches(dataset: Any, keys: np.ndarray, batch_size: int, input_key: str | None = None):
     """Yield ``(positions, inputs)``: batches of the inputs of ``dataset[keys]``.
 
     Sources with ``iter_batches(ids, batch_size)`` (shard sources) stream themselves; for
@@ -128,8 +126,9 @@ def iter_features(
         if progress:
             from tqdm.auto import tqdm
 
-            batches = tqdm(batches, total=-(-len(keys) // batch_size), desc="features",
-                           unit="batch")
+            batches = tqdm(
+                batches, total=-(-len(keys) // batch_size), desc="features", unit="batch"
+            )
         for positions, batch in batches:
             captured.clear()
             with torch.no_grad():

@@ -86,7 +86,7 @@ class ReplayDataset(torch.utils.data.Dataset):
             ids = ex.ids[idx[sel]]
             get_many = getattr(source, "get_many", None)
             items = get_many(ids) if get_many is not None else [source[int(i)] for i in ids]
-            for pos, item in zip(sel.tolist(), items):
+            for pos, item in zip(sel.tolist(), items, strict=True):
                 out[pos] = self._with_task(item, int(ex.task_labels[idx[pos]]))
         return out
 
@@ -135,6 +135,7 @@ class GroupBalancedSampler(torch.utils.data.Sampler):
         self.epoch += 1
         groups = torch.randint(len(self._counts), (self.num_samples,), generator=gen).numpy()
         offsets = torch.rand(self.num_samples, generator=gen, dtype=torch.float64).numpy()
-        within = np.minimum((offsets * self._counts[groups]).astype(np.int64),
-                            self._counts[groups] - 1)
+        within = np.minimum(
+            (offsets * self._counts[groups]).astype(np.int64), self._counts[groups] - 1
+        )
         return iter(self._order[self._starts[groups] + within].tolist())

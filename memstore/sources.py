@@ -31,9 +31,9 @@ class ArraySource(torch.utils.data.Dataset):
     """
 
     def __init__(self, inputs: Any, targets: Any, task_labels: Any = None) -> None:
-        self.inputs = torch.as_tensor(np.asarray(inputs)) if not isinstance(
-            inputs, torch.Tensor
-        ) else inputs
+        self.inputs = (
+            torch.as_tensor(np.asarray(inputs)) if not isinstance(inputs, torch.Tensor) else inputs
+        )
         self.targets = as_int_array(targets, "targets", "ArraySource", length=len(self.inputs))
         if task_labels is not None:
             self.targets_task_labels = as_int_array(

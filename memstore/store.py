@@ -55,8 +55,18 @@ _MANIFEST = re.compile(r"^(\d{10})\.json$")
 _SNAPSHOT = re.compile(r"^(\d{10})-([0-9a-f]{8})$")
 _CHUNK_ROWS = 1 << 20
 _MANIFEST_KEYS = {
-    "memstore_format", "state_format", "seq", "id", "time", "snapshot", "policy", "params",
-    "num_updates", "source_names", "groups", "arrays",
+    "memstore_format",
+    "state_format",
+    "seq",
+    "id",
+    "time",
+    "snapshot",
+    "policy",
+    "params",
+    "num_updates",
+    "source_names",
+    "groups",
+    "arrays",
 }
 
 
@@ -363,7 +373,9 @@ class Store:
                 f"Got {type(buffer).__name__} instead."
             )
         if not isinstance(message, str):
-            raise TypeError(f"The 'message' parameter of Store.save must be a str. Got {message!r}.")
+            raise TypeError(
+                f"The 'message' parameter of Store.save must be a str. Got {message!r}."
+            )
         state = buffer.state_dict()
         seqs = self._seqs(name)
         seq = (seqs[-1] + 1) if seqs else 0
@@ -527,9 +539,13 @@ class Store:
             "num_updates": manifest["num_updates"],
             "groups": [
                 {"key": k, "max_size": m, "size": n}
-                for k, m, n in zip(groups["keys"], groups["max_sizes"], groups["sizes"])
+                for k, m, n in zip(
+                    groups["keys"], groups["max_sizes"], groups["sizes"], strict=True
+                )
             ],
-            "classes": {str(c): int(n) for c, n in zip(classes.tolist(), counts.tolist())},
+            "classes": {
+                str(c): int(n) for c, n in zip(classes.tolist(), counts.tolist(), strict=True)
+            },
             "sources": manifest.get("sources", {}),
             "commits": [c.__dict__ for c in self.log(name)],
         }
@@ -578,7 +594,9 @@ class Store:
             record = json.loads(raw)
             record["_index"]["prefix"]
         except (ValueError, KeyError, TypeError) as err:
-            raise CorruptStoreError(f"{self.url}/{path}: source record is damaged ({err}).")
+            raise CorruptStoreError(
+                f"{self.url}/{path}: source record is damaged ({err})."
+            ) from err
         return record
 
     def read_source_index(self, name: str) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
@@ -601,8 +619,9 @@ class Store:
             return None
         import zarr
 
-        group = zarr.open_group(store=self._zarr_store, path=f"features/{key}", mode="r+"
-                                if not self.read_only else "r")
+        group = zarr.open_group(
+            store=self._zarr_store, path=f"features/{key}", mode="r+" if not self.read_only else "r"
+        )
         return FeatureCache(group, self.read_only)
 
     def feature_cache(
@@ -659,5 +678,5 @@ def _commit_of(manifest: Mapping[str, Any]) -> Commit:
 
 def _group_sizes(group_col: np.ndarray, keys: np.ndarray) -> list[int]:
     uniq, counts = np.unique(group_col, return_counts=True)
-    found = dict(zip(uniq.tolist(), counts.tolist()))
+    found = dict(zip(uniq.tolist(), counts.tolist(), strict=True))
     return [int(found.get(k, 0)) for k in keys.tolist()]

@@ -53,8 +53,9 @@ def test_cached_equals_direct_and_computes_each_sample_once(store):
     everything = cached_features(model, "feat", src, np.arange(N), store, batch_size=500)
     assert model.rows == N - len(keys)  # only the missing half was computed
     assert np.array_equal(everything[keys], first)  # what was cached is served as is
-    np.testing.assert_allclose(everything, extract_features(model, "feat", src, np.arange(N)),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        everything, extract_features(model, "feat", src, np.arange(N)), rtol=1e-6, atol=1e-6
+    )
     [key] = store.feature_caches()
     assert store.open_feature_cache(key).num_done() == N
 
@@ -100,8 +101,9 @@ _CHILD = textwrap.dedent(
 def test_killed_extraction_resumes_where_it_stopped(tmp_path):
     url = str(tmp_path / "m.zarr")
     die_after = 2 * CHUNK_ROWS + 1024  # dies inside the third chunk
-    script = _CHILD.format(tests=str(__import__("pathlib").Path(__file__).parent), url=url,
-                           die_after=die_after, n=N)
+    script = _CHILD.format(
+        tests=str(__import__("pathlib").Path(__file__).parent), url=url, die_after=die_after, n=N
+    )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == 9, proc.stderr
     store = memstore.open_store(url)
@@ -112,21 +114,28 @@ def test_killed_extraction_resumes_where_it_stopped(tmp_path):
     resumed = cached_features(model, "feat", src, np.arange(N), store, batch_size=512)
     assert model.rows == N - done
     uninterrupted = memstore.open_store(str(tmp_path / "other.zarr"))
-    want = cached_features(CountingModel(), "feat", src, np.arange(N), uninterrupted,
-                           batch_size=512)
+    want = cached_features(
+        CountingModel(), "feat", src, np.arange(N), uninterrupted, batch_size=512
+    )
     assert np.array_equal(resumed, want)
     assert store.verify() == []
 
 
 def test_parametric_buffer_with_cache_equals_without(store):
     src = make_source(2000)
-    exps = [memstore.Experience(targets=src.targets[i::2], ids=np.arange(2000)[i::2],
-                                source="s", index=i) for i in range(2)]
+    exps = [
+        memstore.Experience(
+            targets=src.targets[i::2], ids=np.arange(2000)[i::2], source="s", index=i
+        )
+        for i in range(2)
+    ]
     plain = memstore.ParametricBuffer(
-        60, "class", memstore.HerdingSelectionStrategy(CountingModel(), "feat"))
+        60, "class", memstore.HerdingSelectionStrategy(CountingModel(), "feat")
+    )
     model = CountingModel()
     cached = memstore.ParametricBuffer(
-        60, "class", memstore.HerdingSelectionStrategy(model, "feat", feature_cache=store))
+        60, "class", memstore.HerdingSelectionStrategy(model, "feat", feature_cache=store)
+    )
     for e in exps:
         plain.update(e, sources={"s": src})
         cached.update(e, sources={"s": src})

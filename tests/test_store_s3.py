@@ -103,8 +103,9 @@ def test_server_ignoring_conditional_writes_is_detected():
         url = server.url(server.make_bucket(), "m.zarr")
         with pytest.raises(memstore.MemstoreError, match="ignores conditional writes"):
             memstore.open_store(url, storage_options=server.storage_options())
-        store = memstore.open_store(url, storage_options=server.storage_options(),
-                                    single_writer=True)
+        store = memstore.open_store(
+            url, storage_options=server.storage_options(), single_writer=True
+        )
         assert store.supports_conditional_writes is False
         buf = _small_buffer()
         store.save("b", buf)

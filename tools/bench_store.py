@@ -27,8 +27,14 @@ def make_buffer(rows: int, classes: int) -> memstore.ClassBalancedBuffer:
     buf = memstore.ClassBalancedBuffer(max_size=rows, seed=0)
     for k in range(2):
         n = rows  # two experiences of `rows` candidates each
-        buf.update(memstore.Experience(targets=rng.integers(0, classes, n),
-                                       ids=np.arange(n) + k * n, source="train", index=k))
+        buf.update(
+            memstore.Experience(
+                targets=rng.integers(0, classes, n),
+                ids=np.arange(n) + k * n,
+                source="train",
+                index=k,
+            )
+        )
     return buf
 
 
@@ -55,8 +61,10 @@ def main() -> int:
     parser.add_argument("--no-s3", action="store_true")
     args = parser.parse_args()
     buf = make_buffer(args.rows, args.classes)
-    print(f"buffer: {type(buf).__name__}, {len(buf)} exemplars, {args.classes} classes; "
-          f"median of {args.repeat}")
+    print(
+        f"buffer: {type(buf).__name__}, {len(buf)} exemplars, {args.classes} classes; "
+        f"median of {args.repeat}"
+    )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         save, load = time_store(os.path.join(tmp, "m.zarr"), buf, args.repeat)
@@ -71,8 +79,12 @@ def main() -> int:
                 server = start_seaweedfs(os.path.join(tmp, "weed"))
                 try:
                     server.make_bucket("bench")
-                    save, load = time_store("s3://bench/m.zarr", buf, args.repeat,
-                                            storage_options=server.storage_options())
+                    save, load = time_store(
+                        "s3://bench/m.zarr",
+                        buf,
+                        args.repeat,
+                        storage_options=server.storage_options(),
+                    )
                     rows.append(("s3 (seaweedfs, loopback)", save, load, "-", "-"))
                 finally:
                     server.stop()
