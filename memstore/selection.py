@@ -3,9 +3,11 @@
 Herding and closest-to-center reproduce Avalanche 0.6.0's picks bit for bit on float32
 features (see AVALANCHE_SEMANTICS.md) at a fraction of its cost:
 
-* herding keeps ``‖x‖²`` and does one matrix-vector product per pick (O(k·N·d), never an
-  ``N×d`` temporary), then re-evaluates only the candidates within float32 rounding distance of
-  the best with the reference's own float32 expression, so near-ties resolve as Avalanche does;
+* herding scores every row once per pick — from an int8 copy of the centred features
+  (torch's weight-only int8 kernel, a quarter of the bytes) or one float32 sgemv for small
+  inputs — with a rigorous per-row error bound, re-scores the few rows that could be best in
+  float64, and settles near-ties with the reference's own float32 expression (O(k·N·d), never
+  an ``N×d`` temporary, stops after ``k`` picks);
 * closest-to-center computes the reference distances once and keeps the ``k`` smallest by
   partial selection, ties broken by lower index.
 """
@@ -133,8 +135,12 @@ class FeatureBasedExemplarsSelectionStrategy(ExemplarsSelectionStrategy):
         """Features of ``dataset[keys]``, through the store's cache when one was given."""
         from .features import cached_features, extract_features
 
-        options = dict(batch_size=self.batch_size, device=self.device,
-                       input_key=self.input_key, progress=self.progress)
+        options = dict(
+            batch_size=self.batch_size,
+            device=self.device,
+            input_key=self.input_key,
+            progress=self.progress,
+        )
         if self.feature_cache is not None:
             return cached_features(
                 self.model, self.layer_name, dataset, keys, self.feature_cache, **options
@@ -202,7 +208,6 @@ def smallest_k_stable(values: np.ndarray, k: int) -> np.ndarray:
 _U32 = 2.0**-24  # unit roundoff of float32
 _UBF16 = 2.0**-8  # unit roundoff of bfloat16
 _BLOCK_ELEMENTS = 1 << 18  # elements of a per-block temporary (1 MiB of float32: stays in L2)
-_QUANT_ROWS = 2048  # rows quantised at a time when building the int8 copy
 _INT8_MIN_ELEMENTS = 1 << 21  # below ~8 MiB of features a float32 pass is cache-resident
 _INT8_MIN_K = 64  # building the int8 copy costs ~25 float32 passes; worth it from here
 _MAX_D = 100_000  # the rounding argument of herding_order needs (d + 4)·u32 << 1
@@ -264,32 +269,48 @@ class _Float32Scores:
         for a, b in _row_blocks(n, d):
             y = x32[a:b] - c32
             self.sq[a:b] = np.einsum("ij,ij->i", y, y)
-        self.g = _gamma(d + 2)
-        self.ymax = float(self.sq.max() * (1 + self.g)) ** 0.5 * (1 + _U32)
+        self.ymax = float(self.sq.max() * (1 + _gamma(d + 2))) ** 0.5 * (1 + _U32)
         self.centred = self.cn > 2 * self.ymax
         self.rows = x32 - c32 if self.centred else x32
         self.rmax = self.ymax * (1 + 2 * _U32) if self.centred else xmax
 
-    def scores(self, tp: np.ndarray, tn: float) -> tuple[np.ndarray, float, float]:
-        """``est`` (float32, fresh), ``err``, ``shift``: ``|est_j + shift − σ'_j| ≤ err``."""
-        t32 = (-2.0 * tp).astype(np.float32)
-        t64 = t32.astype(np.float64)
-        tn32 = 0.5 * float(t64 @ t64) ** 0.5
-        ta = 0.5 * float(np.linalg.norm(t64 + 2.0 * tp))
+    def scores(self, tp: np.ndarray, tn: float) -> tuple[np.ndarray, float]:
+        """``est`` (float32, fresh) and ``shift``: ``|est_j + shift − σ'_j| ≤ self.err(j)``."""
+        t32, tn32, ta = _float32_query(tp)
         est = self.rows @ t32  # ≈ −2⟨row, t'⟩
         est += self.sq
-        shift = 0.0 if self.centred else 2.0 * float(self.c64 @ tp)
-        g, ym, rm, cn = self.g, self.ymax, self.rmax, self.cn
-        bound = (
-            (g + 6 * _U32) * ym * ym  # ‖y‖² in float32 (y itself rounded once)
-            + 2 * (g + _U32) * rm * tn32  # sgemv accumulation; centred rows rounded once
-            + 2 * rm * ta  # t' rounded to float32
-            + _U32 * (ym * ym + 2 * rm * tn32 * (1 + g))  # adding ‖y‖²
-            + 2 * _gamma(self.d + 2, 2.0**-53) * cn * tn  # the shift, in float64
-            + 1e-14 * (rm + cn) * tn  # t' itself (float64)
-            + self.d * 2.0**-140  # subnormal products
-        )
-        return est, 1.01 * bound + 1e-30, shift
+        self._err = _float32_error(self.d, self.ymax, self.rmax, self.cn, tn32, ta, tn)
+        return est, 0.0 if self.centred else 2.0 * float(self.c64 @ tp)
+
+    def err(self, rows: Any = None) -> Any:
+        """The error bound of the last ``scores`` (the same for every row)."""
+        return self._err
+
+
+def _float32_query(tp: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """``−2t'`` in float32, ``‖t'‖`` as rounded and the rounding error ``‖t'_32 − t'‖``."""
+    t32 = (-2.0 * tp).astype(np.float32)
+    t64 = t32.astype(np.float64)
+    tn32 = 0.5 * float(t64 @ t64) ** 0.5
+    t64 += 2.0 * tp
+    return t32, tn32, 0.5 * float(t64 @ t64) ** 0.5
+
+
+def _float32_error(
+    d: int, ym: float, rm: float, cn: float, tn32: float, ta: float, tn: float
+) -> float:
+    """Bound on ``|rows @ t32 + ‖y‖² + shift − σ'|`` (float32), rows of norm <= ``rm``."""
+    g = _gamma(d + 2)
+    bound = (
+        (g + 6 * _U32) * ym * ym  # ‖y‖² in float32 (y itself rounded once)
+        + 2 * (g + _U32) * rm * tn32  # the dot products; centred rows rounded once
+        + 2 * rm * ta  # t' rounded to float32
+        + _U32 * (ym * ym + 2 * rm * tn32 * (1 + g))  # adding ‖y‖²
+        + 2 * _gamma(d + 2, 2.0**-53) * cn * tn  # the shift, in float64
+        + 1e-14 * (rm + cn) * tn  # t' itself (float64)
+        + d * 2.0**-140  # subnormal products
+    )
+    return 1.01 * bound + 1e-30
 
 
 class _Int8Scores:
@@ -299,7 +320,8 @@ class _Int8Scores:
     (``torch._weight_int8pack_mm``) accumulates in float32; whatever its path (float32 or
     bf16 dequantisation, bf16 output), ``|est_j − σ'_j| ≤ 2(‖y_j − ŷ_j‖·‖t'‖ + ‖ŷ_j‖·(‖t' − a‖
     + κ‖a‖))`` plus float32 rounding, with ``ŷ`` the dequantised row, ``a`` the bf16 query and
-    ``κ = 2·u_bf16 + 2γ_2d``. The kernel is checked against this bound on a sample before use.
+    ``κ = 2·u_bf16 + 2γ_2d``; the bound is per row. The kernel is checked against it on a
+    sample before use.
     """
 
     def __init__(self, x32: np.ndarray, c32: np.ndarray, xmax: float) -> None:
@@ -311,16 +333,18 @@ class _Int8Scores:
         self.sq = np.empty(n, dtype=np.float32)
         scales = np.empty(n, dtype=np.float32)
         res = np.empty(n, dtype=np.float32)
-        for a in range(0, n, _QUANT_ROWS):
-            b = min(n, a + _QUANT_ROWS)
+        rows = max(16, _BLOCK_ELEMENTS // (2 * d))  # cache-resident blocks
+        for a in range(0, n, rows):
+            b = min(n, a + rows)
             y = x32[a:b] - c32
             self.sq[a:b] = np.einsum("ij,ij->i", y, y)
-            # bf16 scale >= max|y|/127: |q| <= 127 without clipping.
-            s = torch.from_numpy(np.abs(y).max(axis=1) / np.float32(126.5))
-            s = s.bfloat16().float().numpy()
+            # A bf16 scale >= max|y|/127, so |q| <= 127 (any rounding of y/s will do: the
+            # residual below is computed exactly whatever q is).
+            amax = np.maximum(y.max(axis=1), -y.min(axis=1)) * np.float32(1 / 126.5)
+            s = torch.from_numpy(amax).bfloat16().float().numpy()
             s[~(s >= 2.0**-100)] = 1.0  # ~zero rows: q = 0 (no subnormal scale to flush)
-            q = np.rint(y / s[:, None])
-            np.clip(q, -127, 127, out=q)
+            q = y * (np.float32(1) / s)[:, None]
+            np.rint(q, out=q)
             qn[a:b, :d] = q
             q *= s[:, None]  # exact: 8-bit scale times a 7-bit integer
             y -= q  # exact (Sterbenz): the quantisation residual
@@ -328,10 +352,14 @@ class _Int8Scores:
             scales[a:b] = s
         g = _gamma(d + 2)
         self.g = g
+        ynorm = np.sqrt(self.sq * np.float32(1 + g))  # ≥ ‖y_j‖ as rounded
+        # ‖y_j − ŷ_j‖ (y = x − c was itself rounded once) and ‖ŷ_j‖, rounded up; doubled.
+        resb = np.sqrt(res * np.float32(1 + g)) + np.float32(2 * _U32) * ynorm
+        self.res2 = (resb * np.float32(2.02)).astype(np.float32)
+        self.yh2 = ((ynorm + resb) * np.float32(2.02)).astype(np.float32)
         self.ymax = float(self.sq.max() * (1 + g)) ** 0.5 * (1 + _U32)
-        resmax = float(res.max() * (1 + g)) ** 0.5 * (1 + _U32)
-        self.resmax = resmax + 1.01 * _U32 * self.ymax  # y = x − c was itself rounded
-        self.yhmax = self.ymax + resmax
+        self.res2max = float(self.res2.max())
+        self.yh2max = float(self.yh2.max())
         self.scales2 = torch.from_numpy(2 * scales).bfloat16()  # exact: a power of two
         self.kappa = 2 * _UBF16 + 2 * _UBF16 * _UBF16 + 2 * _gamma(2 * d + 4)
         self.a = torch.zeros((1, dpad), dtype=torch.bfloat16)
@@ -349,32 +377,41 @@ class _Int8Scores:
         if not np.all(np.abs(out[0].double().numpy() - exact) <= bound):
             raise RuntimeError("int8 kernel outside its error bound")
 
-    def scores(self, tp: np.ndarray, tn: float) -> tuple[np.ndarray, float, float]:
-        """``est`` (float32, fresh), ``err``, ``shift = 0``: ``|est_j − σ'_j| ≤ err``."""
+    def scores(self, tp: np.ndarray, tn: float) -> tuple[np.ndarray, float]:
+        """``est`` (float32, fresh) and ``shift = 0``: ``|est_j − σ'_j| ≤ self.err(j)``."""
         d = self.d
         self.a[0, :d] = torch.from_numpy(tp)  # round to bf16
         a64 = self.a[0, :d].double().numpy()
         an = float(a64 @ a64) ** 0.5
-        ta = float(np.linalg.norm(a64 - tp))
+        a64 -= tp
+        query = float(a64 @ a64) ** 0.5 + self.kappa * an  # bf16 query, kernel rounding
         out = torch._weight_int8pack_mm(self.a, self.q, self.scales2)
         est = self.sq - out[0].float().numpy()
-        g, ym = self.g, self.ymax
-        omax = 2 * self.yhmax * an * (1 + self.kappa)
-        bound = (
-            (g + 6 * _U32) * ym * ym  # ‖y‖² in float32
-            + 2 * self.resmax * tn  # quantisation of y
-            + 2 * self.yhmax * (ta + self.kappa * an)  # bf16 query, kernel rounding
-            + _U32 * (ym * ym + omax)  # the float32 subtraction
+        ym = self.ymax
+        omax = self.yh2max * an * (1 + self.kappa)
+        emax = self.res2max * tn + self.yh2max * query
+        common = (
+            (self.g + 6 * _U32) * ym * ym  # ‖y‖² in float32
+            + 2 * _U32 * (ym * ym + omax + emax)  # the float32 subtraction, comparisons
             + 1e-14 * ym * tn  # t' itself (float64)
-            + 2 * self.yhmax * d**0.5 * 2.0**-125
+            + self.yh2max * d**0.5 * 2.0**-125
             + d * 2.0**-122  # flushed subnormals
         )
-        return est, 1.01 * bound + 1e-30, 0.0
+        self._coef = (tn, query, 1.01 * common + 1e-30)
+        return est, 0.0
+
+    def err(self, rows: Any = None) -> Any:
+        """Error bounds of the last ``scores``: of ``rows`` (float64), or their maximum."""
+        a, b, c = self._coef
+        if rows is None:
+            return 1.01 * (self.res2max * a + self.yh2max * b) + c
+        return 1.01 * (self.res2[rows] * a + self.yh2[rows] * b) + c
 
 
 def _make_scores(
     x32: np.ndarray, c32: np.ndarray, xmax: float, k: int
 ) -> _Float32Scores | _Int8Scores:
+    """The first-pass scorer: int8 for large inputs when torch's kernel is usable, else float32."""
     n, d = x32.shape
     dpad = -(-d // 64) * 64
     if (
@@ -437,11 +474,11 @@ def herding_order(features: np.ndarray, k: int) -> np.ndarray:
         tn = float(tp @ tp) ** 0.5
         cand = None
         if scores is not None:
-            est, err, shift = scores.scores(tp, tn)
+            est, shift = scores.scores(tp, tn)
             est[picks[:i]] = np.inf
             j0 = int(np.argmin(est))
-            best = float(est[j0])
-            if best < np.inf and err < np.inf:
+            best = float(est[j0]) + float(scores.err(j0))  # ≥ the smallest σ' (− shift)
+            if best < np.inf:
                 # The reference's float32 D̃_j: every element of its (cur·i/(i+1) + x/(i+1))
                 # − center is off by at most δ, squaring and summing add γ relatively, so
                 # |D̃_j − D_j| ≤ ρ(D_j) = δ(2√D_j + δ) + γ(√D_j + δ)². Its pick has
@@ -449,18 +486,31 @@ def herding_order(features: np.ndarray, k: int) -> np.ndarray:
                 # every row within (i+1)²·2ρ(d_cap) of the best (+ float64 slack) is kept.
                 n1 = float((i + 1) ** 2)
                 delta = 5 * _U32 * (float(cur64 @ cur64) ** 0.5 + xmax / (i + 1) + cn) + 1e-30
-                d_ub = max(best + shift + err + tn * tn, 0.0) / n1  # ≥ the smallest D_j
+                d_ub = max(best + shift + tn * tn, 0.0) / n1  # ≥ the smallest D_j
                 d_cap = max(4 * d_ub, 64 * delta * delta) + 1e-30
                 rd = d_cap**0.5
                 rho = delta * (2 * rd + delta) + gref * (rd + delta) ** 2 + 1e-36 * d
                 eta = eta_unit * (xmax + cn + tn) ** 2
                 margin = n1 * 2 * rho + 2 * eta
-                thr = best + 2 * err + margin
-                thr += 4 * _U32 * abs(thr) + 1e-37  # est is float32: compare at >= thr
-                cand = np.flatnonzero(est <= thr)
+                # Candidates: est_j − err_j ≤ best + margin (a cheap superset first).
+                thr = best + margin
+                pre = thr + scores.err()
+                pre += 4 * _U32 * abs(pre) + 1e-37  # est is float32: compare at >= pre
+                cand = np.flatnonzero(est <= pre)
+                if isinstance(scores, _Int8Scores):
+                    cand = cand[est[cand].astype(np.float64) - scores.err(cand) <= thr]
                 if len(cand) > limit and isinstance(scores, _Int8Scores):
                     scores = _Float32Scores(x32, c32, xmax)  # int8 bound too loose here
                     continue
+                if len(cand) > 8 and isinstance(scores, _Int8Scores):
+                    # Narrow with exact-to-1e-6 float32 scores of the candidates first.
+                    t32, tn32, ta = _float32_query(tp)
+                    sub = x32[cand] @ t32
+                    sub += scores.sq[cand]
+                    err = _float32_error(d, scores.ymax, xmax, cn, tn32, ta, tn)
+                    thr = float(sub.min()) + 2 * err + margin
+                    thr += 4 * _U32 * abs(thr) + 1e-37
+                    cand = cand[sub <= thr]
                 if len(cand) > 1:
                     diff = x32[cand].astype(np.float64)
                     diff -= c64
@@ -527,9 +577,11 @@ _STRATEGIES = {
 
 def strategy_record(strategy: ExemplarsSelectionStrategy) -> dict[str, Any]:
     """How a strategy is recorded in a state: its class name and parameters (no model)."""
-    name = strategy.class_name if isinstance(strategy, DetachedSelectionStrategy) else type(
-        strategy
-    ).__name__
+    name = (
+        strategy.class_name
+        if isinstance(strategy, DetachedSelectionStrategy)
+        else type(strategy).__name__
+    )
     return {"class": name, "params": strategy.params()}
 
 

@@ -120,3 +120,25 @@ def test_random_is_the_generator_permutation(n, k):
 def test_strategy_select_checks_features_per_row():
     with pytest.raises(ValueError, match="one feature row per candidate"):
         HERDING.select(3, features=np.zeros((2, 1), dtype=np.float32), k=1)
+
+
+def _int8_sets():
+    rng = np.random.default_rng(5)
+    out = [(k, f) for k, f in _feature_sets() if k != "huge"]  # huge: falls back anyway
+    out.append(("gauss-3000x64", rng.standard_normal((3000, 64)).astype(np.float32)))
+    out.append(("relu-3000x64", np.maximum(rng.standard_normal((3000, 64)), 0).astype(np.float32)))
+    out.append(("odd-d-500x100", rng.standard_normal((500, 100)).astype(np.float32)))
+    return out
+
+
+@pytest.mark.parametrize("kind,features", _int8_sets(), ids=[k for k, _ in _int8_sets()])
+def test_int8_first_pass_keeps_the_reference_picks(kind, features, monkeypatch):
+    """Large inputs score rows from an int8 copy first; force that path on every size."""
+    import memstore.selection as selection
+
+    monkeypatch.setattr(selection, "_INT8_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(selection, "_INT8_MIN_K", 0)
+    k = min(len(features), 120)
+    expected = herding_order(torch.from_numpy(np.ascontiguousarray(features, np.float32)))
+    got = selection.herding_order(np.ascontiguousarray(features, np.float32), k)
+    assert got.tolist() == expected[:k]
