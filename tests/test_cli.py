@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from _store_child import child_env, make_sources, run_stream
 
+import memstore
 from memstore import open_store
 from memstore.cli import main
 
@@ -160,3 +161,26 @@ def test_the_module_entry_point(store, store_url):
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.startswith("memstore log: error: No buffer named 'nope'")
     assert "Traceback" not in bad.stderr
+
+
+def test_maintain_store_prunes_only_an_undamaged_store(store_url, capsys):
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parent.parent / "tools" / "maintain_store.py"
+    spec = importlib.util.spec_from_file_location("maintain_store", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    store = memstore.open_store(store_url)
+    buf = memstore.ReservoirSamplingBuffer(5)
+    for k in range(3):
+        buf.update(memstore.Experience(targets=np.arange(10), ids=np.arange(10) + 10 * k))
+        store.save("b", buf)
+    assert tool.main([store_url, "--keep", "2", "--grace", "0"]) == 0
+    assert [c.seq for c in store.log("b")] == [1, 2]
+    manifest = pathlib.Path(store_url) / "buffers" / "b" / "commits" / "0000000002.json"
+    manifest.write_text("{garbled")
+    assert tool.main([store_url, "--keep", "1", "--grace", "0"]) == 1
+    assert "not pruning" in capsys.readouterr().err
+    assert [c.seq for c in store.log("b")] == [1]  # the damaged one is skipped, nothing pruned
+    assert manifest.exists()
