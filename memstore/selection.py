@@ -152,39 +152,74 @@ class FeatureBasedExemplarsSelectionStrategy(ExemplarsSelectionStrategy):
             raise ValueError(f"{type(self).__name__} needs one feature row per candidate ({n}).")
         return self.make_sorted_indices_from_features(features, k=k)
 
-    @abstractmethod
     def make_sorted_indices_from_features(self, features: Any, k: int | None = None) -> np.ndarray:
-        """The order of the rows of ``features`` [N, d] (its first ``k`` entries if given)."""
+        """The order of the rows of ``features`` [N, d] (its first ``k`` entries if given).
+
+        In approximate mode ``features`` may also be a chunked reader (e.g. a zarr array of
+        the feature cache): it is read chunk by chunk, never loaded whole.
+        """
+        owner = type(self).__name__
+        if self.approximate and _is_reader(features):
+            n = int(features.shape[0])
+            k = n if k is None else check_int(k, "k", owner, minimum=0)
+            if k > n:
+                raise ValueError(
+                    f"The 'k' parameter of {owner} must be at most the number of rows ({n}). "
+                    f"Got {k} instead."
+                )
+            return self._approximate_order(features, k)
+        feats = check_features(features, owner, k=k)
+        k = feats.shape[0] if k is None else int(k)
+        if self.approximate:
+            return self._approximate_order(feats, k)
+        return self._exact_order(feats, k)
+
+    @abstractmethod
+    def _exact_order(self, features: np.ndarray, k: int) -> np.ndarray: ...
+
+    @abstractmethod
+    def _approximate_order(self, features: Any, k: int) -> np.ndarray: ...
+
+
+def _is_reader(features: Any) -> bool:
+    """A chunked array (zarr, h5py...): has ``shape`` and slicing but is not in memory."""
+    return (
+        not isinstance(features, (np.ndarray, torch.Tensor, list, tuple))
+        and hasattr(features, "shape")
+        and hasattr(features, "__getitem__")
+    )
 
 
 class HerdingSelectionStrategy(FeatureBasedExemplarsSelectionStrategy):
     """Herding (Welling 2009; iCaRL): greedily keep the running mean close to the group mean.
 
-    Exact mode reproduces Avalanche's order in O(k·N·d); ``approximate=True`` uses an IVF
-    index for groups of millions of rows.
+    Exact mode reproduces Avalanche's order in O(k·N·d); ``approximate=True`` searches an IVF
+    index (FAISS) for groups of hundreds of thousands to millions of rows.
     """
 
-    def make_sorted_indices_from_features(self, features, k=None):
-        feats = check_features(features, type(self).__name__, k=k)
-        k = feats.shape[0] if k is None else int(k)
-        if self.approximate:
-            from .approximate import approximate_herding_order
+    def _exact_order(self, features, k):
+        return herding_order(features, k)
 
-            return approximate_herding_order(feats, k, nlist=self.nlist, nprobe=self.nprobe)
-        return herding_order(feats, k)
+    def _approximate_order(self, features, k):
+        from .approximate import approximate_herding_order
+
+        return approximate_herding_order(features, k, nlist=self.nlist, nprobe=self.nprobe)
 
 
 class ClosestToCenterSelectionStrategy(FeatureBasedExemplarsSelectionStrategy):
-    """Rows ordered by squared distance to the group mean, ascending (ties: lower index)."""
+    """Rows ordered by squared distance to the group mean, ascending (ties: lower index).
 
-    def make_sorted_indices_from_features(self, features, k=None):
-        feats = check_features(features, type(self).__name__, k=k)
-        k = feats.shape[0] if k is None else int(k)
-        if self.approximate:
-            from .approximate import approximate_closest_order
+    ``approximate=True`` reads chunked features in two passes (mean, then distances); the
+    result is exact — an index would cost more than the one pass the answer needs.
+    """
 
-            return approximate_closest_order(feats, k, nlist=self.nlist, nprobe=self.nprobe)
-        return closest_to_center_order(feats, k)
+    def _exact_order(self, features, k):
+        return closest_to_center_order(features, k)
+
+    def _approximate_order(self, features, k):
+        from .approximate import approximate_closest_order
+
+        return approximate_closest_order(features, k)
 
 
 def smallest_k_stable(values: np.ndarray, k: int) -> np.ndarray:
