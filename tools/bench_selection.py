@@ -11,6 +11,9 @@ reference ordering takes minutes and its time is estimated as mean time per pick
 
     python tools/bench_selection.py            # N=10000 d=512 k=200 and N=2000 d=128 k=50
     python tools/bench_selection.py --quick    # small sizes, a few seconds
+    python tools/bench_selection.py --scale [--quick ...]
+        # selection at scale (N = 200 000 and 1 000 000, d = 128, k = 10 000): exact vs the
+        # approximate FAISS mode, on 2 threads — runs tools/bench_scale.py in a subprocess
 """
 
 from __future__ import annotations
@@ -262,7 +265,23 @@ def print_tables(herding: list[HerdingRow], closest: list[ClosestRow]) -> None:
     print("  identical = same order as the reference's distances sorted with ties by index.")
 
 
+def run_scale(argv: list[str]) -> int:
+    """The at-scale benchmark runs on both cores, so in its own process and thread settings."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2", OPENBLAS_NUM_THREADS="2")
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_scale.py")
+    return subprocess.call([sys.executable, script, *argv], env=env)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    if "--scale" in argv:
+        return run_scale([a for a in argv if a != "--scale"])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     parser.add_argument("--seed", type=int, default=0)
