@@ -13,7 +13,7 @@ a chunked reader holding the same values give the same result.
   rows), so each pick is a 1-nearest-neighbour query for ``t = (i+1)·center − Σ picked``
   among the unpicked rows, excluded by an ``IDSelectorBitmap``. IVF stores the raw
   vectors, so the only approximation is which lists are scanned.
-* :func:`approximate_closest_order` — the ``k`` rows nearest the mean. One query's k-NN
+* :func:`chunked_closest_order` — the ``k`` rows nearest the mean. One query's k-NN
   needs one pass over the data whatever the index, and building any FAISS index costs more
   than that pass, so it is computed *exactly* by a chunked scan.
 * :func:`exact_herding_chunked` — :func:`memstore.selection.herding_order` with bounded
@@ -41,7 +41,7 @@ from ._validation import as_int_array, check_int
 __all__ = [
     "FeatureReader",
     "approximate_herding_order",
-    "approximate_closest_order",
+    "chunked_closest_order",
     "exact_herding_chunked",
     "herding_objective",
     "herding_errors",
@@ -247,13 +247,10 @@ def herding_errors(
     return np.linalg.norm(means - center, axis=1)
 
 
-def approximate_closest_order(
+def chunked_closest_order(
     features: np.ndarray | FeatureReader,
     k: int,
     *,
-    nlist: int | None = None,
-    nprobe: int | None = None,
-    seed: int = 0,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> np.ndarray:
     """The ``k`` rows nearest the mean, ascending squared distance, ties by lower index.
@@ -261,19 +258,15 @@ def approximate_closest_order(
     Exact, by two chunked passes (the mean, then float32 distances ``Σ (x − c)²`` as the
     exact strategy computes them, merged into a running top-``k``): a single query's
     k-NN needs one pass over the data with any index, and training or filling a FAISS
-    index costs more than that pass. ``nlist``, ``nprobe`` and ``seed`` are accepted so the
-    signature matches :func:`approximate_herding_order`, and unused. Differs from
+    index costs more than that pass. Differs from
     :func:`memstore.selection.closest_to_center_order` only where the float32 rounding of
     the mean (float64 sum here, torch's float32 mean there) reorders near-ties. Cost
     O(N·d) time, O((k + chunk_rows)·d) memory.
     """
-    owner = "approximate_closest_order"
+    owner = "chunked_closest_order"
     reader = _check_reader(features, owner)
     n, _ = (int(s) for s in reader.shape)
     k = _check_k(k, n, owner)
-    check_int(nlist, "nlist", owner, minimum=1, allow_none=True)
-    check_int(nprobe, "nprobe", owner, minimum=1, allow_none=True)
-    check_int(seed, "seed", owner, minimum=0)
     chunk_rows = _check_chunk_rows(chunk_rows, owner)
     if k == 0:
         return np.empty(0, dtype=np.int64)

@@ -217,9 +217,9 @@ class ClosestToCenterSelectionStrategy(FeatureBasedExemplarsSelectionStrategy):
         return closest_to_center_order(features, k)
 
     def _approximate_order(self, features, k):
-        from .approximate import approximate_closest_order
+        from .approximate import chunked_closest_order
 
-        return approximate_closest_order(features, k)
+        return chunked_closest_order(features, k)
 
 
 def smallest_k_stable(values: np.ndarray, k: int) -> np.ndarray:

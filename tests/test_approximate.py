@@ -17,8 +17,8 @@ import zarr
 
 from memstore import ClosestToCenterSelectionStrategy, HerdingSelectionStrategy
 from memstore.approximate import (
-    approximate_closest_order,
     approximate_herding_order,
+    chunked_closest_order,
     default_nlist,
     default_nprobe,
     exact_herding_chunked,
@@ -105,7 +105,7 @@ def test_zarr_reader_gives_the_same_results_as_the_array(tmp_path, feats, dtype)
         approximate_herding_order(reader, k), approximate_herding_order(values, k)
     )
     np.testing.assert_array_equal(
-        approximate_closest_order(reader, k), approximate_closest_order(values, k)
+        chunked_closest_order(reader, k), chunked_closest_order(values, k)
     )
     picks = np.arange(0, N, 7)
     assert herding_objective(reader, picks) == herding_objective(values, picks)
@@ -133,7 +133,7 @@ def test_small_groups_fall_back_to_exact_herding(feats):
 
 def test_k_zero_and_strategy_integration(feats):
     assert approximate_herding_order(feats, 0).shape == (0,)
-    assert approximate_closest_order(feats, 0).shape == (0,)
+    assert chunked_closest_order(feats, 0).shape == (0,)
     model = torch.nn.Sequential(torch.nn.Identity())
     herding = HerdingSelectionStrategy(model, "0", approximate=True, nlist=100, nprobe=3)
     np.testing.assert_array_equal(
@@ -143,7 +143,7 @@ def test_k_zero_and_strategy_integration(feats):
     closest = ClosestToCenterSelectionStrategy(model, "0", approximate=True)
     np.testing.assert_array_equal(
         closest.make_sorted_indices_from_features(feats, k=50),
-        approximate_closest_order(feats, 50),
+        chunked_closest_order(feats, 50),
     )
 
 
@@ -152,7 +152,7 @@ def test_k_zero_and_strategy_integration(feats):
 
 def test_approximate_closest_recall_against_exact(feats):
     exact = closest_to_center_order(feats, K)
-    approx = approximate_closest_order(feats, K)
+    approx = chunked_closest_order(feats, K)
     assert approx.dtype == np.int64 and np.unique(approx).size == K
     assert np.intersect1d(exact, approx).size / K >= 0.95
 
@@ -165,10 +165,10 @@ def test_approximate_closest_is_the_stable_top_k_of_its_distances():
     expected = np.lexsort((np.arange(len(x)), dist))
     for k, chunk_rows in [(700, 5000), (4999, 5000), (5000, 8192)]:
         np.testing.assert_array_equal(
-            approximate_closest_order(x, k, chunk_rows=chunk_rows), expected[:k]
+            chunked_closest_order(x, k, chunk_rows=chunk_rows), expected[:k]
         )
     # smaller blocks: the running top-k merge keeps the same set in the same order
-    np.testing.assert_array_equal(approximate_closest_order(x, 700, chunk_rows=333), expected[:700])
+    np.testing.assert_array_equal(chunked_closest_order(x, 700, chunk_rows=333), expected[:700])
 
 
 # ------------------------------------------------------------------------ exact chunked herding
@@ -217,7 +217,7 @@ def test_invalid_arguments_are_refused(tmp_path, feats):
     with pytest.raises(TypeError, match="'features' parameter of approximate_herding_order"):
         approximate_herding_order(object(), 3)
     with pytest.raises(ValueError, match="must be 2-D"):
-        approximate_closest_order(np.zeros(10, dtype=np.float32), 3)
+        chunked_closest_order(np.zeros(10, dtype=np.float32), 3)
     with pytest.raises(TypeError, match="must be numeric"):
         exact_herding_chunked(np.array([["a"]]), 1)
     with pytest.raises(ValueError, match=r"'k' parameter .* at most the number of rows \(60000\)"):
@@ -225,7 +225,7 @@ def test_invalid_arguments_are_refused(tmp_path, feats):
     with pytest.raises(ValueError, match="'k' parameter"):
         exact_herding_chunked(feats, -1)
     with pytest.raises(TypeError, match="'k' parameter"):
-        approximate_closest_order(feats, 2.5)
+        chunked_closest_order(feats, 2.5)
     with pytest.raises(ValueError, match="'nlist' parameter .* at most the number of rows"):
         approximate_herding_order(feats[:100], 3, nlist=101, exact_below=0)
     with pytest.raises(ValueError, match="'nprobe' parameter"):

@@ -11,7 +11,7 @@ Every timed run starts from that zarr array, so its seconds *include* reading th
   once into RAM (each of the ``k`` picks scans every row, so decoding the zarr chunks ``k``
   times would dominate), then scanned in blocks; and :func:`memstore.selection.herding_order`
   (in RAM, int8 pre-scoring), which must pick the very same rows;
-* closest-to-center: :func:`memstore.approximate.approximate_closest_order` (chunked) against
+* closest-to-center: :func:`memstore.approximate.chunked_closest_order` (chunked) against
   :func:`memstore.selection.closest_to_center_order` (in RAM).
 
 The herding objective is ``‖mean(picked) − mean(all)‖``; since it oscillates by ±15% from
@@ -44,8 +44,8 @@ import torch  # noqa: E402
 
 from memstore.approximate import (  # noqa: E402
     DEFAULT_CHUNK_ROWS,
-    approximate_closest_order,
     approximate_herding_order,
+    chunked_closest_order,
     default_nlist,
     default_nprobe,
     exact_herding_chunked,
@@ -182,8 +182,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"peak RSS after the approximate runs: {peak_rss_mb():.0f} MB")
         for m in sizes:
             with Timer() as t:
-                order = approximate_closest_order(readers[m], k)
-            closest.append((m, "approximate_closest_order (chunked)", t, order))
+                order = chunked_closest_order(readers[m], k)
+            closest.append((m, "chunked_closest_order (chunked)", t, order))
             with Timer() as t:
                 order = closest_to_center_order(read_all(readers[m]), k)
             closest.append((m, "closest_to_center_order (in RAM)", t, order))
