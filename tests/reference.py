@@ -75,17 +75,30 @@ def group_by_first_appearance(values: list[int], rows: list[Row]) -> dict[int, l
 # -- selection orders ---------------------------------------------------------------------------
 def herding_order(features: torch.Tensor) -> list[int]:
     """Avalanche's herding loop, literally (float32, full ordering, first index on ties)."""
-    selected_indices: list[int] = []
+    return herding_loop(features, len(features))
+
+
+def herding_loop(
+    features: torch.Tensor,
+    stop: int,
+    start: int = 0,
+    selected: list[int] | None = None,
+    current_center: torch.Tensor | None = None,
+) -> list[int]:
+    """Picks ``start``..``stop`` of Avalanche's loop, resumed from its state at ``start``
+    (``selected`` picks so far and its running ``current_center``); the benchmark times it."""
+    selected_indices = [] if selected is None else list(selected)
     center = features.mean(dim=0)
-    current_center = center * 0
-    for i in range(len(features)):
+    if current_center is None:
+        current_center = center * 0
+    for i in range(start, stop):
         candidate_centers = current_center * i / (i + 1) + features / (i + 1)
         distances = pow(candidate_centers - center, 2).sum(dim=1)
         distances[selected_indices] = inf
         new_index = distances.argmin().tolist()
         selected_indices.append(new_index)
         current_center = candidate_centers[new_index]
-    return selected_indices
+    return selected_indices[len(selected or []) :]
 
 
 def closest_to_center_order(features: torch.Tensor) -> list[int]:

@@ -25,6 +25,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import platform  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from collections import OrderedDict  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -36,31 +37,18 @@ import torch  # noqa: E402
 
 import memstore  # noqa: E402
 
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests")
+)
+from reference import herding_loop  # noqa: E402
+
 FULL_SIZES = ((10_000, 512, 200), (2_000, 128, 50))
 QUICK_SIZES = ((2_000, 128, 50), (500, 32, 20))
 
 
 # -- reference implementations (the published loops, float32 torch) ----------------------------
-def reference_herding(
-    features: torch.Tensor,
-    stop: int,
-    start: int = 0,
-    selected: list[int] | None = None,
-    current_center: torch.Tensor | None = None,
-) -> list[int]:
-    """Avalanche's herding loop, from pick ``start`` (given its state) up to pick ``stop``."""
-    selected_indices = [] if selected is None else list(selected)
-    center = features.mean(dim=0)
-    if current_center is None:
-        current_center = center * 0
-    for i in range(start, stop):
-        candidate_centers = current_center * i / (i + 1) + features / (i + 1)
-        distances = pow(candidate_centers - center, 2).sum(dim=1)
-        distances[selected_indices] = inf
-        new_index = distances.argmin().tolist()
-        selected_indices.append(new_index)
-        current_center = candidate_centers[new_index]
-    return selected_indices[len(selected or []) :]
+# The literal Avalanche loop lives once, in tests/reference.py, shared with the test-suite.
+reference_herding = herding_loop
 
 
 def reference_state(features: torch.Tensor, picks: np.ndarray, i: int) -> torch.Tensor:
