@@ -18,33 +18,25 @@ int as text (webdataset's ``cls``).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from ._tar import SCAN_CHUNK, NpyDecoder, collate, decode_member, group_samples, scan_tar
+from . import _shard_index
+from ._shard_index import INDEX_FORMAT
+from ._tar import NpyDecoder, collate, decode_member
 from ._validation import as_int_array, check_bool, check_int
-from .errors import (
-    CorruptShardError,
-    CorruptStoreError,
-    FormatVersionError,
-    SourceMismatchError,
-)
+from .errors import CorruptShardError
 from .experiences import Experience
 
 __all__ = ["ShardSource", "expand_spec", "INDEX_FORMAT"]
 
-INDEX_FORMAT = 1
 _OWNER = "ShardSource"
 _STREAM_CHUNK = 16 << 20  # bytes read per call while streaming
-_HASH_SPAN = 64 << 10  # head and tail hashed for change detection
 _MAX_OPEN_FILES = 64
 _COALESCE_GAP = 8 << 10  # adjacent reads closer than this are merged into one
 _RUN_BLOCK = 1 << 20  # ... but a merged read never straddles a 1 MiB boundary
@@ -172,7 +164,7 @@ class ShardSource(torch.utils.data.Dataset):
         self._pid = os.getpid()
         self._npy = NpyDecoder()
         self.indexed_shards: tuple[int, ...] = ()
-        self._build_index(store, reindex, progress)
+        _shard_index.build_index(self, store, reindex, progress)
         self._choose_input(input_key)
 
     # -- opening ---------------------------------------------------------------------------
@@ -191,140 +183,6 @@ class ShardSource(torch.utils.data.Dataset):
             raise ValueError(f"The 'spec' parameter of {_OWNER} mixes URL protocols.")
         self._fs = pairs[0][0]
         self._paths = [p for _, p in pairs]
-
-    def _shard_states(self) -> tuple[list[int], list[str]]:
-        """Per shard: size and blake2b of (size, first and last 64 KiB). No mtime involved."""
-        sizes = []
-        for url, path in zip(self.urls, self._paths, strict=True):
-            try:
-                sizes.append(os.stat(path).st_size if self._fs is None else self._fs.size(path))
-            except FileNotFoundError as err:
-                raise FileNotFoundError(
-                    f"Shard {url!r} of {_OWNER} {self.name!r} does not exist."
-                ) from err
-        ranges = [(s, a, b) for s, size in enumerate(sizes) for a, b in _hash_ranges(size)]
-        if self._fs is None:
-            got = [self._read_local(s, a, b) for s, a, b in ranges]
-        elif ranges:
-            shard_of, starts, ends = zip(*ranges, strict=True)
-            paths = [self._paths[s] for s in shard_of]
-            got = self._fs.cat_ranges(paths, list(starts), list(ends), on_error="raise")
-        else:
-            got = []
-        hashers = [hashlib.blake2b(b"%d\0" % size, digest_size=16) for size in sizes]
-        for (s, _, _), data in zip(ranges, got, strict=True):
-            hashers[s].update(data)
-        return [int(n) for n in sizes], [h.hexdigest() for h in hashers]
-
-    def _index_shard(self, s: int, members: list[str] | None, bar: Any) -> dict:
-        if self._fs is None:
-            stream = open(self._paths[s], "rb")  # noqa: SIM115 - closed below
-        else:
-            stream = self._fs.open(self._paths[s], "rb", block_size=SCAN_CHUNK)
-        with stream:
-            scan = scan_tar(stream, self.urls[s], self.target_key, bar.update)
-        return group_samples(self.urls[s], scan, members, self.target_key)
-
-    def _build_index(self, store: Any, reindex: bool, progress: bool) -> None:
-        sizes, hashes = self._shard_states()
-        parts: dict[int, dict] = {}
-        members = None
-        saved = store.read_source_index(self.name) if store is not None else None
-        if saved is not None:
-            record, arrays = saved
-            parts, members, changed = self._reuse(record, arrays, sizes, hashes)
-            if changed:
-                names = ", ".join(
-                    repr(self.urls[s]) if s < len(self.urls) else str(s) for s in changed[:5]
-                )
-                msg = (
-                    f"{_OWNER} {self.name!r}: shard(s) {names}"
-                    f"{' and more' if len(changed) > 5 else ''} differ from the index saved "
-                    "in the store (size or content hash changed, or the shard list changed)"
-                )
-                if not reindex:
-                    raise SourceMismatchError(msg + ". Pass reindex=True to re-index them.")
-                warnings.warn(msg + "; re-indexing them.", stacklevel=3)
-        todo = [s for s in range(len(self.urls)) if s not in parts]
-        from tqdm.auto import tqdm
-
-        with tqdm(
-            total=sum(sizes[s] for s in todo),
-            unit="B",
-            unit_scale=True,
-            desc=f"indexing {self.name}",
-            disable=not progress or not todo,
-        ) as bar:
-            for s in todo:
-                parts[s] = self._index_shard(s, members, bar)
-                members = members or parts[s]["members"]
-        members = members or [self.target_key]
-        ordered = [parts[s] for s in range(len(self.urls))]
-        self.members = tuple(members)
-        counts = np.asarray([len(p["targets"]) for p in ordered], dtype=np.int64)
-        self._starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self._shard = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
-        self._keys = np.concatenate([p["keys"] for p in ordered]).astype("S")
-        self._targets = np.concatenate([p["targets"] for p in ordered])
-        m = len(members)
-        self._offsets = np.concatenate([p["offsets"].reshape(-1, m) for p in ordered])
-        self._sizes = np.concatenate([p["sizes"].reshape(-1, m) for p in ordered])
-        for arr in (self._shard, self._keys, self._targets, self._offsets, self._sizes):
-            arr.setflags(write=False)
-        self._shard_sizes, self._shard_hashes = sizes, hashes
-        self._fingerprint = self._compute_fingerprint()
-        self.indexed_shards = tuple(todo)
-        if store is not None and (todo or saved is None or saved[0].get("shards") != self.urls):
-            store.write_source_index(self.name, self.index_record(), self.index_arrays())
-
-    def _reuse(self, record: dict, arrays: dict, sizes: list[int], hashes: list[str]):
-        """Split a saved index into per-shard parts for the shards whose size and hash match."""
-        where = f"sources/{self.name}"
-        if record.get("kind") != "shards":
-            raise SourceMismatchError(
-                f"The store's {where} holds a {record.get('kind')!r} source, not shards. "
-                f"Pass another name= to {_OWNER}."
-            )
-        if int(record.get("format", 0)) > INDEX_FORMAT:
-            raise FormatVersionError(
-                f"The store's {where} index has format {record.get('format')}; this memstore "
-                f"reads up to {INDEX_FORMAT}. Upgrade memstore."
-            )
-        try:
-            members = list(record["members"])
-            counts = np.asarray(record["shard_counts"], dtype=np.int64)
-            width = int(record["key_width"])
-            n = int(counts.sum())
-            keys = np.ascontiguousarray(np.asarray(arrays["keys"], dtype=np.uint8))
-            keys = keys.view(f"S{width}") if width else np.zeros(n, dtype="S1")
-            targets = np.asarray(arrays["targets"], dtype=np.int64)
-            offsets = np.stack([np.asarray(arrays[f"offset_{m}"]) for m in members], axis=1)
-            size_arr = np.stack([np.asarray(arrays[f"size_{m}"]) for m in members], axis=1)
-            offsets, size_arr = offsets.astype(np.int64), size_arr.astype(np.int64)
-            if not (n == record["length"] == len(keys) == len(targets) == len(offsets)):
-                raise ValueError("array lengths disagree with the record")
-        except (KeyError, TypeError, ValueError, IndexError) as err:
-            raise CorruptStoreError(
-                f"The store's {where} shard index is damaged ({err}). Remove it to re-index."
-            ) from err
-        same_config = record.get("target_key") == self.target_key
-        if not same_config or len(counts) != len(sizes):
-            return {}, None, list(range(len(sizes)))
-        bounds = np.concatenate([[0], np.cumsum(counts)])
-        parts, changed = {}, []
-        for s in range(len(sizes)):
-            if record["shard_sizes"][s] != sizes[s] or record["shard_hashes"][s] != hashes[s]:
-                changed.append(s)
-                continue
-            sl = slice(int(bounds[s]), int(bounds[s + 1]))
-            parts[s] = {
-                "members": members,
-                "keys": keys[sl],
-                "targets": targets[sl],
-                "offsets": offsets[sl],
-                "sizes": size_arr[sl],
-            }
-        return parts, members, changed
 
     def _choose_input(self, input_key: str | None) -> None:
         others = [m for m in self.members if m != self.target_key]
@@ -351,47 +209,18 @@ class ShardSource(torch.utils.data.Dataset):
             self._read_cols = np.arange(len(self.members), dtype=np.int64)
 
     # -- the index -------------------------------------------------------------------------
-    def _compute_fingerprint(self) -> str:
-        h = hashlib.blake2b(digest_size=10)
-        h.update(
-            json.dumps(
-                [self.target_key, list(self.members), self._shard_sizes, self._shard_hashes]
-            ).encode()
-        )
-        h.update(np.diff(self._starts).tobytes())
-        h.update(self._keys.tobytes())
-        h.update(self._targets.tobytes())
-        return f"{len(self)}:{h.hexdigest()}"
-
     def fingerprint(self) -> str:
         """``"<len>:<hash>"`` over shard sizes and content hashes, keys and targets."""
         return self._fingerprint
 
     def index_record(self) -> dict[str, Any]:
         """The JSON part of the index (what ``store.write_source_index`` receives)."""
-        return {
-            "kind": "shards",
-            "format": INDEX_FORMAT,
-            "spec": self.spec,
-            "shards": self.urls,
-            "shard_sizes": list(self._shard_sizes),
-            "shard_hashes": list(self._shard_hashes),
-            "shard_counts": np.diff(self._starts).tolist(),
-            "target_key": self.target_key,
-            "members": list(self.members),
-            "key_width": self._keys.dtype.itemsize,
-            "length": len(self),
-            "fingerprint": self._fingerprint,
-        }
+        return _shard_index.index_record(self)
 
     def index_arrays(self) -> dict[str, np.ndarray]:
         """The array part of the index, all 1-D: ``keys`` (uint8, ``key_width`` per sample),
         ``targets``, ``offset_<ext>`` and ``size_<ext>`` per member."""
-        out = {"keys": np.ascontiguousarray(self._keys).view(np.uint8), "targets": self._targets}
-        for c, ext in enumerate(self.members):
-            out[f"offset_{ext}"] = np.ascontiguousarray(self._offsets[:, c])
-            out[f"size_{ext}"] = np.ascontiguousarray(self._sizes[:, c])
-        return out
+        return _shard_index.index_arrays(self)
 
     def __len__(self) -> int:
         return int(self._targets.shape[0])
@@ -768,10 +597,3 @@ class ShardSource(torch.utils.data.Dataset):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._pid = os.getpid()
-
-
-def _hash_ranges(size: int) -> list[tuple[int, int]]:
-    """Byte ranges hashed for change detection: head and tail (the whole file if small)."""
-    if size <= 2 * _HASH_SPAN:
-        return [(0, size)] if size else []
-    return [(0, _HASH_SPAN), (size - _HASH_SPAN, size)]

@@ -184,7 +184,7 @@ def test_pickling_and_dataloader_workers(written):
 
 # -- index persistence --------------------------------------------------------------------------
 def test_index_is_reused_and_changed_shards_are_detected(written, monkeypatch):
-    import memstore.shards as shards_mod
+    import memstore._shard_index as shard_index_mod
 
     x, y, out = written
     store = FakeStore()
@@ -208,7 +208,7 @@ def test_index_is_reused_and_changed_shards_are_detected(written, monkeypatch):
     def no_scan(*args, **kwargs):
         raise AssertionError("the shards were re-read")
 
-    monkeypatch.setattr(shards_mod, "scan_tar", no_scan)
+    monkeypatch.setattr(shard_index_mod, "scan_tar", no_scan)
     again = ShardSource(out.spec, store=store, name="train", progress=False)
     assert again.indexed_shards == () and store.writes == 1
     assert again.fingerprint() == first.fingerprint()
