@@ -86,11 +86,6 @@ def _unwrap_subset(dataset: Any) -> tuple[Any, np.ndarray | None]:
     return dataset, indices
 
 
-def _labels_of(dataset: Any, attr: str) -> Any:
-    values = getattr(dataset, attr, None)
-    return values
-
-
 @dataclass(frozen=True, eq=False)
 class Experience:
     """The candidates of one buffer update.
@@ -174,13 +169,13 @@ class Experience:
         indices, so experiences cut from one dataset share one id space.
         """
         root, root_idx = _unwrap_subset(dataset)
-        targets = _labels_of(dataset, "targets")
-        tasks = _labels_of(dataset, "targets_task_labels")
+        targets = getattr(dataset, "targets", None)
+        tasks = getattr(dataset, "targets_task_labels", None)
         if targets is None and root_idx is not None:
-            root_targets = _labels_of(root, "targets")
+            root_targets = getattr(root, "targets", None)
             if root_targets is not None:
                 targets = as_int_array(root_targets, "targets", "Experience")[root_idx]
-            root_tasks = _labels_of(root, "targets_task_labels")
+            root_tasks = getattr(root, "targets_task_labels", None)
             if tasks is None and root_tasks is not None:
                 tasks = as_int_array(root_tasks, "task_labels", "Experience")[root_idx]
         if targets is None:

@@ -86,11 +86,8 @@ class FeatureCache:
         ids = np.asarray(ids, dtype=np.int64)
         order = np.argsort(ids, kind="stable")
         ids, features = ids[order], np.asarray(features)[order]
-        chunk_of = ids // CHUNK_ROWS
-        bounds = np.flatnonzero(np.r_[True, chunk_of[1:] != chunk_of[:-1], True])
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-            c = int(chunk_of[a])
-            lo, hi = c * CHUNK_ROWS, min((c + 1) * CHUNK_ROWS, self.values.shape[0])
+        for lo, a, b in _chunk_runs(ids):
+            hi = min(lo + CHUNK_ROWS, self.values.shape[0])
             rows = ids[a:b] - lo
             if b - a == hi - lo:  # the whole chunk: no read needed
                 block = features[a:b].astype(self.values.dtype)
@@ -110,10 +107,19 @@ class FeatureCache:
             return out
         order = np.argsort(ids, kind="stable")
         sorted_ids = ids[order]
-        chunk_of = sorted_ids // CHUNK_ROWS
-        bounds = np.flatnonzero(np.r_[True, chunk_of[1:] != chunk_of[:-1], True])
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-            lo = int(chunk_of[a]) * CHUNK_ROWS
+        for lo, a, b in _chunk_runs(sorted_ids):
             block = self.values[lo : min(lo + CHUNK_ROWS, self.values.shape[0])]
             out[order[a:b]] = block[sorted_ids[a:b] - lo]
         return out
+
+
+def _chunk_runs(sorted_ids: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(first row of the chunk, a, b)`` for each run ``sorted_ids[a:b]`` in one chunk."""
+    if sorted_ids.size == 0:
+        return []
+    chunk_of = sorted_ids // CHUNK_ROWS
+    bounds = np.flatnonzero(np.r_[True, chunk_of[1:] != chunk_of[:-1], True])
+    return [
+        (int(chunk_of[a]) * CHUNK_ROWS, int(a), int(b))
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]

@@ -206,8 +206,9 @@ def cached_features(
             ids = np.concatenate(pending_ids)
             complete = ids // CHUNK_ROWS < ids.max() // CHUNK_ROWS  # chunks we moved past
             if complete.any():
-                cache.write(ids[complete], np.concatenate(pending)[complete])
-                pending_ids, pending = [ids[~complete]], [np.concatenate(pending)[~complete]]
+                feats = np.concatenate(pending)
+                cache.write(ids[complete], feats[complete])
+                pending_ids, pending = [ids[~complete]], [feats[~complete]]
     if pending_ids and sum(len(p) for p in pending_ids):
         cache.write(np.concatenate(pending_ids), np.concatenate(pending))
     if cache is None:

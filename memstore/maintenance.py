@@ -48,7 +48,7 @@ def _scan_buffer(store: Store, name: str, check_data: bool = True):
         if not check_data:
             continue
         try:
-            store.state(name, seq)
+            store._state_of(name, manifest)
         except MemstoreError as err:
             problems.append(Problem(f"buffers/{name}/{manifest['snapshot']}", str(err)))
             if not store.files.exists(f"buffers/{name}/{manifest['snapshot']}"):

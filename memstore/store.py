@@ -95,6 +95,14 @@ def _checksum(arr: np.ndarray) -> str:
     return "blake2b:" + hashlib.blake2b(data.tobytes(), digest_size=16).hexdigest()
 
 
+def _array_specs(arrays: Mapping[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """What a manifest or source record says of each array: dtype, shape, checksum."""
+    return {
+        k: {"dtype": str(v.dtype), "shape": list(v.shape), "checksum": _checksum(v)}
+        for k, v in arrays.items()
+    }
+
+
 def _check_name(name: Any) -> str:
     if not isinstance(name, str):
         raise TypeError(f"A buffer name must be a str. Got {type(name).__name__} {name!r} instead.")
@@ -413,10 +421,7 @@ class Store:
                 "max_sizes": state["groups"]["max_sizes"].tolist(),
                 "sizes": _group_sizes(group_col, state["groups"]["keys"]),
             },
-            "arrays": {
-                k: {"dtype": str(v.dtype), "shape": list(v.shape), "checksum": _checksum(v)}
-                for k, v in arrays.items()
-            },
+            "arrays": _array_specs(arrays),
             "sizes": {"rows": int(len(group_col)), "groups": int(len(state["groups"]["keys"]))},
         }
         data = json.dumps(manifest, indent=1, sort_keys=True).encode()
@@ -464,7 +469,10 @@ class Store:
 
     def state(self, name: str, commit: int | None = None) -> dict[str, Any]:
         """The buffer's ``state_dict`` as committed (verified against its checksums)."""
-        manifest = self._manifest(name, commit)
+        return self._state_of(name, self._manifest(name, commit))
+
+    def _state_of(self, name: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """The state a parsed manifest describes (reads and verifies its snapshot)."""
         arrays = self._read_arrays(f"buffers/{name}/{manifest['snapshot']}", manifest["arrays"])
         state = {
             "format": manifest["state_format"],
@@ -513,7 +521,7 @@ class Store:
                             "point at other samples. Pass allow_source_mismatch=True to load "
                             "anyway."
                         )
-        state = self.state(name, manifest["seq"])
+        state = self._state_of(name, manifest)
         try:
             return buffer_from_state(state, selection_strategy)
         except ValueError as err:
@@ -526,7 +534,7 @@ class Store:
     def describe(self, name: str, commit: int | None = None) -> dict[str, Any]:
         """A JSON-able summary of a commit: policy, sizes, groups, classes, sources, history."""
         manifest = self._manifest(name, commit)
-        state = self.state(name, manifest["seq"])
+        state = self._state_of(name, manifest)
         classes, counts = np.unique(state["columns"]["targets"], return_counts=True)
         groups = manifest["groups"]
         return {
@@ -575,10 +583,7 @@ class Store:
         full = dict(record)
         full["_index"] = {
             "prefix": prefix,
-            "arrays": {
-                k: {"dtype": str(v.dtype), "shape": list(v.shape), "checksum": _checksum(v)}
-                for k, v in arrays.items()
-            },
+            "arrays": _array_specs(arrays),
         }
         self.files.write_file(f"sources/{name}/record.json", json.dumps(full).encode())
         if previous is not None and previous["_index"]["prefix"] != prefix:
