@@ -1,7 +1,7 @@
 """memstore: Avalanche's replay buffers and selection strategies, over any dataset, with a
 memory that lives in a Zarr store."""
 
-from .buffers import (
+from .policies import (
     BalancedExemplarsBuffer,
     ClassBalancedBuffer,
     ExemplarsBuffer,
@@ -34,7 +34,7 @@ from .selection import (
     HerdingSelectionStrategy,
     RandomExemplarsSelectionStrategy,
 )
-from .shards import ShardSource
+from .sources import ShardSource
 from .sources import ArraySource, fingerprint
 from .store import Commit, Problem, Store, open_store
 

@@ -11,8 +11,8 @@ import json
 import sys
 from typing import Any
 
-from .errors import MemstoreError
-from .store import open_store
+from memstore.errors import MemstoreError
+from memstore.store.store import open_store
 
 __all__ = ["main"]
 

@@ -19,6 +19,8 @@ __all__ = [
     "StoreNotFoundError",
     "CorruptShardError",
     "StoreAccessError",
+    "StrategyMismatchError",
+    "StoreExistsError",
 ]
 
 
@@ -75,3 +77,11 @@ class CorruptShardError(MemstoreError, ValueError):
 
 class StoreAccessError(MemstoreError, OSError):
     """The store's location cannot be reached or created (not a directory, no network...)."""
+
+
+class StrategyMismatchError(MemstoreError, ValueError):
+    """A selection strategy given to re-attach differs from the one a buffer was saved with."""
+
+
+class StoreExistsError(MemstoreError, FileExistsError):
+    """A store already exists where one was to be created (``mode="w-"``)."""

@@ -180,7 +180,7 @@ def _emit(text: str) -> None:
 
 def _instrument(store: memstore.Store) -> None:
     """Print a marker when each phase of a commit starts (and widen the link window a bit)."""
-    import memstore._files as files_mod
+    import memstore.io as files_mod
 
     def marked(phase: str, fn: Any) -> Any:
         def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -28,7 +28,7 @@ def storage_options() -> dict | None:
 @pytest.fixture(scope="session")
 def seaweedfs_server(tmp_path_factory):
     """SeaweedFS ``weed mini`` on 127.0.0.1 (~1 s to start), credentials enforced."""
-    from s3server import start_seaweedfs
+    from memstore.testing.s3server import start_seaweedfs
 
     server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
     yield server
@@ -38,7 +38,7 @@ def seaweedfs_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def moto_server():
     """moto's ThreadedMotoServer in this process; accepts any credentials."""
-    from s3server import start_moto
+    from memstore.testing.s3server import start_moto
 
     server = start_moto()
     yield server

@@ -16,7 +16,7 @@ import torch
 import zarr
 
 from memstore import ClosestToCenterSelectionStrategy, HerdingSelectionStrategy
-from memstore.approximate import (
+from memstore.selection.faiss_ivf import (
     approximate_herding_order,
     chunked_closest_order,
     default_nlist,
@@ -25,7 +25,7 @@ from memstore.approximate import (
     herding_errors,
     herding_objective,
 )
-from memstore.selection import closest_to_center_order, herding_order
+from memstore.selection.strategies import closest_to_center_order, herding_order
 
 N, D, COMPONENTS, K = 60_000, 32, 20, 1_000
 

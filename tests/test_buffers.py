@@ -14,7 +14,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reference import (
+from memstore.testing.reference import (
     Exp,
     RefClassBalanced,
     RefExperienceBalanced,

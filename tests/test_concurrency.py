@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 from _store_child import CHILD, child_env, state_checksum, writer_buffer
-from reference import assert_state_equal
+from memstore.testing.reference import assert_state_equal
 
 from memstore import ConcurrentCommitError, open_store
 

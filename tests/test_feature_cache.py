@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import memstore
-from memstore.feature_cache import CHUNK_ROWS
-from memstore.features import cached_features, extract_features
+from memstore.features.cache import CHUNK_ROWS
+from memstore.features.extract import cached_features, extract_features
 
 N = 3 * CHUNK_ROWS + 123  # a partial last chunk
 
@@ -81,7 +81,7 @@ _CHILD = textwrap.dedent(
     import numpy as np
     sys.path.insert(0, {tests!r})
     import memstore
-    from memstore.features import cached_features
+    from memstore.features.extract import cached_features
     from test_feature_cache import CountingModel, make_source
 
     forward = CountingModel.forward

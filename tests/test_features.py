@@ -196,7 +196,7 @@ def test_old_exemplars_read_through_sources_or_clear_error():
     with pytest.raises(MissingSourceError, match="'train'"):
         buf.resize(3)
     memstore_state = buf.state_dict()
-    from reference import assert_state_equal
+    from memstore.testing.reference import assert_state_equal
 
     assert_state_equal(memstore_state, state)  # every failure left the buffer as it was
 
@@ -223,7 +223,7 @@ def test_feature_model_failure_leaves_buffer_unchanged():
     model.fail_on_batch = len(model.batches) + 2  # the third batch of the next update
     with pytest.raises(RuntimeError, match="boom"):
         buf.update(memstore.Experience(src.targets[20:], ids=np.arange(20, 40)), {"default": src})
-    from reference import assert_state_equal
+    from memstore.testing.reference import assert_state_equal
 
     assert_state_equal(buf.state_dict(), state)
     assert all_hooks(model) == [] and model.training

@@ -12,7 +12,7 @@ import uuid
 import botocore.exceptions
 import numpy as np
 import pytest
-from s3server import (
+from memstore.testing.s3server import (
     S3Server,
     is_create_conflict,
     isolated_aws_env,

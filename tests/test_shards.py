@@ -20,7 +20,8 @@ import torch
 
 import memstore
 from memstore.errors import MemstoreError, SourceMismatchError
-from memstore.shards import CorruptShardError, ShardSource, expand_spec
+from memstore.errors import CorruptShardError
+from memstore.sources.shards import ShardSource, expand_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("make_shards", ROOT / "tools" / "make_shards.py")
@@ -184,7 +185,7 @@ def test_pickling_and_dataloader_workers(written):
 
 # -- index persistence --------------------------------------------------------------------------
 def test_index_is_reused_and_changed_shards_are_detected(written, monkeypatch):
-    import memstore._shard_index as shard_index_mod
+    import memstore.sources.shards.index as shard_index_mod
 
     x, y, out = written
     store = FakeStore()
@@ -535,7 +536,7 @@ def test_shards_on_an_s3_server(written):
     """Index, random access and streaming through ranged GETs on a real S3-protocol server."""
     pytest.importorskip("s3fs")
     import fsspec
-    import s3server
+    from memstore.testing import s3server
 
     x, y, out = written
     with s3server.isolated_aws_env(), s3server.start_moto() as server:

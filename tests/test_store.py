@@ -29,7 +29,7 @@ from _store_child import (
     state_checksum,
     strategy_for,
 )
-from reference import assert_state_equal
+from memstore.testing.reference import assert_state_equal
 
 import memstore
 from memstore import (

@@ -97,7 +97,7 @@ def test_wrong_credentials_is_a_clear_error(seaweedfs_server):
 
 
 def test_server_ignoring_conditional_writes_is_detected():
-    from s3server import start_moto
+    from memstore.testing.s3server import start_moto
 
     with start_moto(ignore_conditional_writes=True) as server:
         url = server.url(server.make_bucket(), "m.zarr")

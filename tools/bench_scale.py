@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from memstore.approximate import (  # noqa: E402
+from memstore.selection.faiss_ivf import (  # noqa: E402
     DEFAULT_CHUNK_ROWS,
     approximate_herding_order,
     chunked_closest_order,
@@ -51,7 +51,7 @@ from memstore.approximate import (  # noqa: E402
     exact_herding_chunked,
     herding_errors,
 )
-from memstore.selection import closest_to_center_order, herding_order  # noqa: E402
+from memstore.selection.strategies import closest_to_center_order, herding_order  # noqa: E402
 
 CACHE_CHUNK_ROWS = 4096
 

@@ -37,17 +37,14 @@ import torch  # noqa: E402
 
 import memstore  # noqa: E402
 
-sys.path.insert(
-    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests")
-)
-from reference import herding_loop  # noqa: E402
+from memstore.testing.reference import herding_loop  # noqa: E402
 
 FULL_SIZES = ((10_000, 512, 200), (2_000, 128, 50))
 QUICK_SIZES = ((2_000, 128, 50), (500, 32, 20))
 
 
 # -- reference implementations (the published loops, float32 torch) ----------------------------
-# The literal Avalanche loop lives once, in tests/reference.py, shared with the test-suite.
+# The literal Avalanche loop lives once, in memstore/testing/reference.py, shared with the test-suite.
 reference_herding = herding_loop
 
 
@@ -94,7 +91,7 @@ def make_data(kind: str, n: int, d: int, seed: int) -> np.ndarray:
 
 def screen_used(features: np.ndarray, k: int) -> str:
     """Which first pass memstore's exact herding takes for this input (for the table)."""
-    from memstore import selection
+    from memstore.selection import strategies as selection
 
     make = getattr(selection, "_make_scores", None)
     if make is None:

@@ -145,7 +145,7 @@ def phase_idle(cfg: dict) -> dict:
 def phase_wds(cfg: dict) -> dict:
     import webdataset as wds
 
-    from memstore.shards import expand_spec
+    from memstore.sources.shards import expand_spec
 
     urls = expand_spec(cfg["spec"])
     n = nbytes = 0
@@ -165,7 +165,7 @@ def phase_wds(cfg: dict) -> dict:
 def phase_wds_decoded(cfg: dict) -> dict:
     import webdataset as wds
 
-    from memstore.shards import expand_spec
+    from memstore.sources.shards import expand_spec
 
     urls = expand_spec(cfg["spec"])
     urls = urls[: max(1, len(urls) // 10)]
@@ -272,7 +272,7 @@ def phase_herding(cfg: dict) -> dict:
     herd = strategy.make_sorted_indices_from_features = _Timed(
         strategy.make_sorted_indices_from_features
     )
-    from memstore.feature_cache import FeatureCache
+    from memstore.features.cache import FeatureCache
 
     cache_read = FeatureCache.read = _Timed(FeatureCache.read)
     cache_write = FeatureCache.write = _Timed(FeatureCache.write)

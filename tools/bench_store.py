@@ -70,9 +70,8 @@ def main() -> int:
         save, load = time_store(os.path.join(tmp, "m.zarr"), buf, args.repeat)
         rows.append(("local", save, load, "< 0.2 s", "< 0.1 s"))
         if not args.no_s3:
-            sys.path.insert(0, os.path.join(ROOT, "tests"))
             try:
-                from s3server import start_seaweedfs
+                from memstore.testing.s3server import start_seaweedfs
             except ImportError as err:
                 print(f"S3 skipped: {err}")
             else:

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from ._validation import as_int_array, check_int
+from memstore._validation import as_int_array, check_int
 
 __all__ = [
     "FeatureReader",
@@ -353,7 +353,7 @@ def approximate_herding_order(
     if k == 0:
         return np.empty(0, dtype=np.int64)
     if n < exact_below:
-        from .selection import herding_order
+        from .strategies import herding_order
 
         return herding_order(_read_all(reader, chunk_rows, owner), k)
 

@@ -7,7 +7,7 @@ import re
 import time
 from typing import TYPE_CHECKING
 
-from .errors import MemstoreError
+from memstore.errors import MemstoreError
 
 if TYPE_CHECKING:
     from .store import Problem, Store

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._validation import (
+from memstore._validation import (
     check_bool,
     check_choice,
     check_int,
@@ -23,8 +23,8 @@ from ._validation import (
     make_generator,
     set_generator_state,
 )
-from .experiences import COLUMNS, ExemplarSet, Experience, resolve_inputs
-from .selection import (
+from memstore.experiences import COLUMNS, ExemplarSet, Experience, resolve_inputs
+from memstore.selection.strategies import (
     ExemplarsSelectionStrategy,
     RandomExemplarsSelectionStrategy,
     strategy_from_record,

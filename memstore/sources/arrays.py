@@ -9,7 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from ._validation import as_int_array
+from memstore._validation import as_int_array
 
 __all__ = ["Source", "ArraySource", "fingerprint"]
 

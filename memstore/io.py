@@ -1,7 +1,9 @@
-"""Raw file operations under a store root: the part of the commit protocol zarr cannot do.
+"""The one file layer: raw file operations under a root, local or fsspec.
 
-Two backends with one interface: local disk (fsync, ``os.link`` create-if-absent) and any
-fsspec filesystem (``pipe_file(mode="create")`` — ``If-None-Match: *`` on S3).
+Two backends with one interface (:class:`Files`): local disk (fsync, ``os.link``
+create-if-absent) and any fsspec filesystem (``pipe_file(mode="create")`` — ``If-None-Match: *``
+on S3). :func:`open_files` is the single place that decides which one a URL gets; the store
+and the shard sources both go through it.
 """
 
 from __future__ import annotations
@@ -10,9 +12,63 @@ import os
 import posixpath
 import time
 import uuid
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
-__all__ = ["LocalFiles", "FsspecFiles", "CreateConflict"]
+__all__ = ["Files", "LocalFiles", "FsspecFiles", "CreateConflict", "is_local_url", "open_files"]
+
+# Object stores whose listings must never come from a cache: commits appear from other processes.
+_UNCACHED_LISTINGS = ("s3", "s3a", "gs", "gcs", "az", "abfs")
+
+
+class Files(Protocol):
+    """What the rest of memstore needs of a storage root (paths are '/'-separated, relative)."""
+
+    root: str
+    durable: bool
+
+    def read(self, path: str) -> bytes: ...
+    def exists(self, path: str) -> bool: ...
+    def listdir(self, path: str) -> list[str]: ...
+    def mtime(self, path: str) -> float: ...
+    def delete(self, path: str) -> None: ...
+    def sync_tree(self, path: str) -> None: ...
+    def write_file(self, path: str, data: bytes) -> None: ...
+    def create_if_absent(self, path: str, data: bytes) -> None: ...
+
+
+def is_local_url(url: str) -> bool:
+    """A plain path or a ``file://`` URL (everything else goes through fsspec)."""
+    return "://" not in url or url.startswith("file://")
+
+
+def open_files(
+    url: str | os.PathLike, storage_options: Mapping[str, Any] | None = None
+) -> LocalFiles | FsspecFiles:
+    """The file backend for ``url``: :class:`LocalFiles` for paths, :class:`FsspecFiles` else.
+
+    Raises ``ValueError`` for an unknown or unavailable URL scheme, or ``storage_options``
+    given with a local path.
+    """
+    url = os.fspath(url)
+    if is_local_url(url):
+        if storage_options:
+            raise ValueError("storage_options only apply to fsspec URLs, not local paths.")
+        return LocalFiles(url[len("file://") :] if url.startswith("file://") else url)
+    import fsspec
+
+    protocol = url.split("://", 1)[0]
+    options = dict(storage_options or {})
+    if protocol in _UNCACHED_LISTINGS:
+        options.setdefault("use_listings_cache", False)
+    try:
+        fs, root = fsspec.core.url_to_fs(url, **options)
+    except (ValueError, ImportError) as err:
+        raise ValueError(
+            f"Cannot open {url!r}: unknown or unavailable URL scheme {protocol!r} "
+            f"({err}). Use a local path or an fsspec URL such as s3://bucket/prefix."
+        ) from err
+    return FsspecFiles(fs, root, options)
 
 
 class CreateConflict(Exception):
@@ -122,9 +178,10 @@ class FsspecFiles:
 
     durable = False
 
-    def __init__(self, fs: Any, root: str) -> None:
+    def __init__(self, fs: Any, root: str, storage_options: Mapping[str, Any] | None = None):
         self.fs = fs
         self.root = root.rstrip("/")
+        self.storage_options = dict(storage_options or {})
 
     def _p(self, path: str) -> str:
         return posixpath.join(self.root, path) if path else self.root

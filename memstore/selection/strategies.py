@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._validation import check_bool, check_features, check_int
+from memstore._validation import check_bool, check_features, check_int
 
 __all__ = [
     "ExemplarsSelectionStrategy",
@@ -101,7 +101,7 @@ class FeatureBasedExemplarsSelectionStrategy(ExemplarsSelectionStrategy):
             raise TypeError(
                 f"The 'layer_name' parameter of {owner} must be a str. Got {layer_name!r} instead."
             )
-        from .features import find_layer
+        from memstore.features.extract import find_layer
 
         find_layer(model, layer_name)  # unknown name -> error listing the valid ones
         self.model = model
@@ -133,7 +133,7 @@ class FeatureBasedExemplarsSelectionStrategy(ExemplarsSelectionStrategy):
 
     def compute_features(self, dataset: Any, keys: np.ndarray) -> np.ndarray:
         """Features of ``dataset[keys]``, through the store's cache when one was given."""
-        from .features import cached_features, extract_features
+        from memstore.features.extract import cached_features, extract_features
 
         options = dict(
             batch_size=self.batch_size,
@@ -201,7 +201,7 @@ class HerdingSelectionStrategy(FeatureBasedExemplarsSelectionStrategy):
         return herding_order(features, k)
 
     def _approximate_order(self, features, k):
-        from .approximate import approximate_herding_order
+        from .faiss_ivf import approximate_herding_order
 
         return approximate_herding_order(features, k, nlist=self.nlist, nprobe=self.nprobe)
 
@@ -217,7 +217,7 @@ class ClosestToCenterSelectionStrategy(FeatureBasedExemplarsSelectionStrategy):
         return closest_to_center_order(features, k)
 
     def _approximate_order(self, features, k):
-        from .approximate import chunked_closest_order
+        from .faiss_ivf import chunked_closest_order
 
         return chunked_closest_order(features, k)
 
@@ -588,7 +588,7 @@ class DetachedSelectionStrategy(ExemplarsSelectionStrategy):
         return dict(self._params)
 
     def _refuse(self, *args: Any, **kwargs: Any) -> Any:
-        from .errors import DetachedStrategyError
+        from memstore.errors import DetachedStrategyError
 
         layer = self._params.get("layer_name", "<layer>")
         raise DetachedStrategyError(

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._tar import SCAN_CHUNK, group_samples, scan_tar
-from .errors import CorruptStoreError, FormatVersionError, SourceMismatchError
+from .tar import SCAN_CHUNK, group_samples, scan_tar
+from memstore.errors import CorruptStoreError, FormatVersionError, SourceMismatchError
 
 if TYPE_CHECKING:
-    from .shards import ShardSource
+    from .source import ShardSource
 
 __all__ = [
     "INDEX_FORMAT",

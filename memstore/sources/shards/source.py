@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import _shard_index
-from ._shard_index import INDEX_FORMAT
-from ._tar import NpyDecoder, collate, decode_member
-from ._validation import as_int_array, check_bool, check_int
-from .errors import CorruptShardError
-from .experiences import Experience
+from . import index as _shard_index
+from .index import INDEX_FORMAT
+from .tar import NpyDecoder, collate, decode_member
+from memstore._validation import as_int_array, check_bool, check_int
+from memstore.errors import CorruptShardError
+from memstore.experiences import Experience
 
 __all__ = ["ShardSource", "expand_spec", "INDEX_FORMAT"]
 
@@ -424,7 +424,7 @@ class ShardSource(torch.utils.data.Dataset):
         """Yield ``(ids, inputs)`` batches; inputs are stacked into one tensor when they share a
         shape. ``ids=None``: every sample, in id order, by one sequential read of each shard
         (16 MiB reads). Otherwise the given ids in the given order, by offset reads."""
-        from .features import item_input
+        from memstore.features.extract import item_input
 
         batch_size = check_int(batch_size, "batch_size", f"{_OWNER}.iter_batches", minimum=1)
         if ids is not None:
@@ -471,7 +471,7 @@ class ShardSource(torch.utils.data.Dataset):
         return np.concatenate(got_ids), inputs
 
     def _stream_parts(self) -> Iterator[tuple[np.ndarray, Any]]:
-        from .features import item_input
+        from memstore.features.extract import item_input
 
         all_ids = np.arange(len(self), dtype=np.int64)
         span_start, span_end = self._spans(all_ids)

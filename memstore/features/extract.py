@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._validation import check_int
+from memstore._validation import check_int
 
 __all__ = [
     "cached_features",
@@ -182,8 +182,8 @@ def cached_features(
     chunk by chunk as they complete: an interrupted extraction resumes where it stopped.
     The cache entry is keyed by the source's fingerprint, the model's weights and the layer.
     """
-    from .feature_cache import CHUNK_ROWS, cache_key
-    from .sources import fingerprint
+    from .cache import CHUNK_ROWS, cache_key
+    from memstore.sources.arrays import fingerprint
 
     keys = np.asarray(keys, dtype=np.int64)
     key = cache_key(fingerprint(dataset), model_fingerprint(model, layer_name), layer_name)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import CorruptShardError
+from memstore.errors import CorruptShardError
 
 __all__ = [
     "BLOCK",

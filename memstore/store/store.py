@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._files import CreateConflict, FsspecFiles, LocalFiles
-from ._validation import check_choice, check_int
-from .buffers import STATE_FORMAT, ExemplarsBuffer, buffer_from_state
-from .errors import (
+from memstore.io import CreateConflict, FsspecFiles, LocalFiles, open_files
+from memstore._validation import check_choice, check_int
+from memstore.policies.buffers import STATE_FORMAT, ExemplarsBuffer, buffer_from_state
+from memstore.errors import (
     BufferNotFoundError,
     ConcurrentCommitError,
     CorruptStoreError,
@@ -42,10 +42,10 @@ from .errors import (
     StoreAccessError,
     StoreNotFoundError,
 )
-from .sources import fingerprint
+from memstore.sources.arrays import fingerprint
 
 if TYPE_CHECKING:
-    from .feature_cache import FeatureCache
+    from memstore.features.cache import FeatureCache
 
 __all__ = ["open_store", "Store", "Commit", "Problem", "FORMAT_VERSION"]
 
@@ -178,34 +178,13 @@ class Store:
     def _connect(url: str, storage_options: Any, read_only: bool):
         import zarr.storage
 
-        if "://" not in url or url.startswith("file://"):
-            import os
-
-            path = url[len("file://") :] if url.startswith("file://") else url
-            if storage_options:
-                raise ValueError("storage_options only apply to fsspec URLs, not local paths.")
-            return LocalFiles(path), zarr.storage.LocalStore(
-                os.path.abspath(path), read_only=read_only
-            )
-        import fsspec
-
-        protocol = url.split("://", 1)[0]
-        options = dict(storage_options or {})
-        if protocol in ("s3", "s3a", "gs", "gcs", "az", "abfs"):
-            # Commits appear from other processes: listings must never come from a cache.
-            options.setdefault("use_listings_cache", False)
-        storage_options = options
-        try:
-            fs, root = fsspec.core.url_to_fs(url, **options)
-        except (ValueError, ImportError) as err:
-            raise ValueError(
-                f"Cannot open {url!r}: unknown or unavailable URL scheme {protocol!r} "
-                f"({err}). Use a local path or an fsspec URL such as s3://bucket/prefix."
-            ) from err
+        files = open_files(url, storage_options)
+        if isinstance(files, LocalFiles):
+            return files, zarr.storage.LocalStore(files.root, read_only=read_only)
         zstore = zarr.storage.FsspecStore.from_url(
-            url, storage_options=dict(storage_options or {}), read_only=read_only
+            url, storage_options=dict(files.storage_options), read_only=read_only
         )
-        return FsspecFiles(fs, root), zstore
+        return files, zstore
 
     def _check_root(self) -> bool:
         try:
@@ -618,7 +597,7 @@ class Store:
     # -- feature cache ------------------------------------------------------------------------
     def open_feature_cache(self, key: str) -> FeatureCache | None:
         """The feature cache entry ``key``, or ``None`` if it does not exist."""
-        from .feature_cache import FeatureCache
+        from memstore.features.cache import FeatureCache
 
         if not self.files.exists(f"features/{key}/values/zarr.json"):
             return None
@@ -633,7 +612,7 @@ class Store:
         self, key: str, n: int, d: int, dtype: str = "float32", attrs: dict | None = None
     ) -> FeatureCache:
         """Open or create the feature cache entry ``key`` of shape ``[n, d]``."""
-        from .feature_cache import FeatureCache
+        from memstore.features.cache import FeatureCache
 
         check_choice(dtype, "dtype", "Store.feature_cache", ("float32", "float16"))
         if self.read_only:
