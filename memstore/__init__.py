@@ -1,15 +1,6 @@
 """memstore: Avalanche's replay buffers and selection strategies, over any dataset, with a
 memory that lives in a Zarr store."""
 
-from .policies import (
-    BalancedExemplarsBuffer,
-    ClassBalancedBuffer,
-    ExemplarsBuffer,
-    ExperienceBalancedBuffer,
-    ParametricBuffer,
-    ReservoirSamplingBuffer,
-    buffer_from_state,
-)
 from .errors import (
     BufferNotFoundError,
     ConcurrentCommitError,
@@ -26,6 +17,15 @@ from .errors import (
 )
 from .experiences import ExemplarSet, Experience
 from .features import extract_features
+from .policies import (
+    BalancedExemplarsBuffer,
+    ClassBalancedBuffer,
+    ExemplarsBuffer,
+    ExperienceBalancedBuffer,
+    ParametricBuffer,
+    ReservoirSamplingBuffer,
+    buffer_from_state,
+)
 from .replay import GroupBalancedSampler, ReplayDataset
 from .selection import (
     ClosestToCenterSelectionStrategy,
@@ -34,8 +34,7 @@ from .selection import (
     HerdingSelectionStrategy,
     RandomExemplarsSelectionStrategy,
 )
-from .sources import ShardSource
-from .sources import ArraySource, fingerprint
+from .sources import ArraySource, ShardSource, fingerprint
 from .store import Commit, Problem, Store, open_store
 
 __version__ = "0.1.0"

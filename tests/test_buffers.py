@@ -14,6 +14,17 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+import memstore
+from memstore import (
+    ClassBalancedBuffer,
+    ClosestToCenterSelectionStrategy,
+    ExperienceBalancedBuffer,
+    HerdingSelectionStrategy,
+    ParametricBuffer,
+    RandomExemplarsSelectionStrategy,
+    ReservoirSamplingBuffer,
+)
 from memstore.testing.reference import (
     Exp,
     RefClassBalanced,
@@ -25,17 +36,6 @@ from memstore.testing.reference import (
     group_lengths,
     make_rows,
     random_stream,
-)
-
-import memstore
-from memstore import (
-    ClassBalancedBuffer,
-    ClosestToCenterSelectionStrategy,
-    ExperienceBalancedBuffer,
-    HerdingSelectionStrategy,
-    ParametricBuffer,
-    RandomExemplarsSelectionStrategy,
-    ReservoirSamplingBuffer,
 )
 
 SOURCE_LEN = {"a": 120, "b": 80}

@@ -10,9 +10,9 @@ from collections import Counter
 
 import pytest
 from _store_child import CHILD, child_env, state_checksum, writer_buffer
-from memstore.testing.reference import assert_state_equal
 
 from memstore import ConcurrentCommitError, open_store
+from memstore.testing.reference import assert_state_equal
 
 NAME = "shared"
 TRIES = 20

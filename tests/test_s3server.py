@@ -12,6 +12,7 @@ import uuid
 import botocore.exceptions
 import numpy as np
 import pytest
+
 from memstore.testing.s3server import (
     S3Server,
     is_create_conflict,

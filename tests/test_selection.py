@@ -12,13 +12,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from memstore.testing.reference import closest_to_center_order, herding_order
 
 from memstore import (
     ClosestToCenterSelectionStrategy,
     HerdingSelectionStrategy,
     RandomExemplarsSelectionStrategy,
 )
+from memstore.testing.reference import closest_to_center_order, herding_order
 
 MODEL = torch.nn.Sequential(OrderedDict(feat=torch.nn.Identity(), head=torch.nn.Linear(1, 1)))
 HERDING = HerdingSelectionStrategy(MODEL, "feat")

@@ -19,8 +19,7 @@ import pytest
 import torch
 
 import memstore
-from memstore.errors import MemstoreError, SourceMismatchError
-from memstore.errors import CorruptShardError
+from memstore.errors import CorruptShardError, MemstoreError, SourceMismatchError
 from memstore.sources.shards import ShardSource, expand_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -536,6 +535,7 @@ def test_shards_on_an_s3_server(written):
     """Index, random access and streaming through ranged GETs on a real S3-protocol server."""
     pytest.importorskip("s3fs")
     import fsspec
+
     from memstore.testing import s3server
 
     x, y, out = written

@@ -29,7 +29,6 @@ from _store_child import (
     state_checksum,
     strategy_for,
 )
-from memstore.testing.reference import assert_state_equal
 
 import memstore
 from memstore import (
@@ -44,6 +43,7 @@ from memstore import (
     StoreNotFoundError,
     open_store,
 )
+from memstore.testing.reference import assert_state_equal
 
 FEATURE_POLICIES = ("herding-class", "closest-task")
 

@@ -9,7 +9,6 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 import torch
-from memstore.testing.reference import assert_state_equal
 
 import memstore
 from memstore import (
@@ -22,6 +21,7 @@ from memstore import (
     RandomExemplarsSelectionStrategy,
     ReservoirSamplingBuffer,
 )
+from memstore.testing.reference import assert_state_equal
 
 BUFFERS = [ReservoirSamplingBuffer, ExperienceBalancedBuffer, ClassBalancedBuffer, ParametricBuffer]
 MODEL = torch.nn.Sequential(OrderedDict(feat=torch.nn.Identity(), head=torch.nn.Linear(2, 2)))

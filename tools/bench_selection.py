@@ -36,7 +36,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import memstore  # noqa: E402
-
 from memstore.testing.reference import herding_loop  # noqa: E402
 
 FULL_SIZES = ((10_000, 512, 200), (2_000, 128, 50))
@@ -253,7 +252,6 @@ def print_tables(herding: list[HerdingRow], closest: list[ClosestRow]) -> None:
 def run_scale(argv: list[str]) -> int:
     """The at-scale benchmark runs on both cores, so in its own process and thread settings."""
     import subprocess
-    import sys
 
     env = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2", OPENBLAS_NUM_THREADS="2")
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -262,7 +260,6 @@ def run_scale(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import sys
 
     argv = sys.argv[1:] if argv is None else argv
     if "--scale" in argv:

@@ -182,8 +182,9 @@ def cached_features(
     chunk by chunk as they complete: an interrupted extraction resumes where it stopped.
     The cache entry is keyed by the source's fingerprint, the model's weights and the layer.
     """
-    from .cache import CHUNK_ROWS, cache_key
     from memstore.sources.arrays import fingerprint
+
+    from .cache import CHUNK_ROWS, cache_key
 
     keys = np.asarray(keys, dtype=np.int64)
     key = cache_key(fingerprint(dataset), model_fingerprint(model, layer_name), layer_name)

@@ -28,9 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from memstore.io import CreateConflict, FsspecFiles, LocalFiles, open_files
 from memstore._validation import check_choice, check_int
-from memstore.policies.buffers import STATE_FORMAT, ExemplarsBuffer, buffer_from_state
 from memstore.errors import (
     BufferNotFoundError,
     ConcurrentCommitError,
@@ -42,6 +40,8 @@ from memstore.errors import (
     StoreAccessError,
     StoreNotFoundError,
 )
+from memstore.io import CreateConflict, FsspecFiles, LocalFiles, open_files
+from memstore.policies.buffers import STATE_FORMAT, ExemplarsBuffer, buffer_from_state
 from memstore.sources.arrays import fingerprint
 
 if TYPE_CHECKING:

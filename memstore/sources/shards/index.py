@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .tar import SCAN_CHUNK, group_samples, scan_tar
 from memstore.errors import CorruptStoreError, FormatVersionError, SourceMismatchError
+
+from .tar import SCAN_CHUNK, group_samples, scan_tar
 
 if TYPE_CHECKING:
     from .source import ShardSource

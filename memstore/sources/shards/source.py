@@ -26,12 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import index as _shard_index
-from .index import INDEX_FORMAT
-from .tar import NpyDecoder, collate, decode_member
 from memstore._validation import as_int_array, check_bool, check_int
 from memstore.errors import CorruptShardError
 from memstore.experiences import Experience
+
+from . import index as _shard_index
+from .index import INDEX_FORMAT
+from .tar import NpyDecoder, collate, decode_member
 
 __all__ = ["ShardSource", "expand_spec", "INDEX_FORMAT"]
 
