@@ -43,7 +43,7 @@ QUICK_SIZES = ((2_000, 128, 50), (500, 32, 20))
 
 
 # -- reference implementations (the published loops, float32 torch) ----------------------------
-# The literal Avalanche loop lives once, in memstore/testing/reference.py, shared with the test-suite.
+# The literal Avalanche loop lives once, in memstore.testing.reference (shared with the tests).
 reference_herding = herding_loop
 
 
