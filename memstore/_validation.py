@@ -7,6 +7,7 @@ a positive int. Got 0 instead." Wrong type -> TypeError, wrong value -> ValueErr
 from __future__ import annotations
 
 import numbers
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,12 +24,34 @@ __all__ = [
     "generator_state",
     "set_generator_state",
     "param_error",
+    "check_name",
 ]
 
 
 def param_error(name: str, owner: str, expected: str, value: Any, *, kind: type = ValueError):
     """Build the house-style error for parameter ``name`` of ``owner``."""
     return kind(f"The {name!r} parameter of {owner} must be {expected}. Got {value!r} instead.")
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_RESERVED_NAMES = ("zarr.json",)
+
+
+def check_name(value: Any, name: str, owner: str) -> str:
+    """The one rule for buffer and source names: they become folder names in a store.
+
+    1-128 characters of letters, digits, ``_``, ``.``, ``-``, starting with a letter or digit.
+    """
+    if not isinstance(value, str):
+        raise param_error(name, owner, "a str", value, kind=TypeError)
+    if not _NAME.match(value) or value in _RESERVED_NAMES:
+        raise param_error(
+            name,
+            owner,
+            "1-128 characters of letters, digits, '_', '.', '-' (starting with a letter or digit)",
+            value,
+        )
+    return value
 
 
 def check_int(

@@ -23,6 +23,7 @@ from memstore._validation import (
     make_generator,
     set_generator_state,
 )
+from memstore.errors import StrategyMismatchError
 from memstore.experiences import COLUMNS, ExemplarSet, Experience, resolve_inputs
 from memstore.selection.strategies import (
     ExemplarsSelectionStrategy,
@@ -180,7 +181,7 @@ class ExemplarsBuffer(ABC):
             mine = strategy_record(strategy)["class"]
             if not isinstance(record, Mapping) or record.get("class") != mine:
                 got = record.get("class") if isinstance(record, Mapping) else record
-                raise ValueError(
+                raise StrategyMismatchError(
                     f"{owner}: the state was made with selection strategy {got!r} but this "
                     f"buffer has {mine}. Build the buffer with a strategy "
                     "of the recorded class."

@@ -39,6 +39,7 @@ from memstore.errors import (
     SourceMismatchError,
     StoreAccessError,
     StoreNotFoundError,
+    StrategyMismatchError,
 )
 from memstore.io import CreateConflict, FsspecFiles, LocalFiles, open_files
 from memstore.policies.buffers import STATE_FORMAT, ExemplarsBuffer, buffer_from_state
@@ -503,9 +504,9 @@ class Store:
         state = self._state_of(name, manifest)
         try:
             return buffer_from_state(state, selection_strategy)
+        except StrategyMismatchError:
+            raise
         except ValueError as err:
-            if selection_strategy is not None and "selection strategy" in str(err):
-                raise
             raise CorruptStoreError(
                 f"{self.url}/{self._manifest_path(name, manifest['seq'])}: {err}"
             ) from err
