@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup test demo lint bench clean
+.PHONY: setup test demo lint shape bench clean
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
@@ -28,6 +28,12 @@ demo: setup
 lint: setup
 	$(VENV)/bin/ruff check memstore tests tools examples
 	$(VENV)/bin/ruff format --check memstore tests tools examples
+
+# The package's shape (issue 7): the import-linter layers contract (pyproject.toml) and the
+# AST checks of tools/check_shape.py (cycles, private imports, reach-ins, sizes, sniffing).
+shape: setup
+	$(VENV)/bin/lint-imports
+	$(PY) tools/check_shape.py
 
 bench: setup
 	OMP_NUM_THREADS=1 $(PY) tools/bench_selection.py
