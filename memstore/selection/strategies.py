@@ -1,7 +1,7 @@
 """Exemplar selection strategies (Avalanche names) and the exact selection algorithms.
 
 Herding and closest-to-center reproduce Avalanche 0.6.0's picks bit for bit on float32
-features (see AVALANCHE_SEMANTICS.md) at a fraction of its cost:
+features (see docs/SEMANTICS.md) at a fraction of its cost:
 
 * herding scores every row once per pick — from an int8 copy of the centred features
   (torch's weight-only int8 kernel, a quarter of the bytes) or one float32 sgemv for small

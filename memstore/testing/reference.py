@@ -1,6 +1,6 @@
 """A plain re-statement of the selection semantics memstore reproduces.
 
-Written from ``/work/shared/AVALANCHE_SEMANTICS.md`` (Avalanche 0.6.0 ``storage_policy``,
+Written from ``docs/SEMANTICS.md`` (Avalanche 0.6.0 ``storage_policy``,
 including the "memstore decides" deviations) as small loops over Python lists of rows, with
 no numpy and nothing shared with ``memstore``: the tests compare memstore's buffers against
 these classes on random streams, so this file favours being obviously right over being fast.
