@@ -38,6 +38,7 @@ class Files(Protocol):
     def create_if_absent(self, path: str, data: bytes) -> None: ...
     # Reads by byte range (shard sources): ranges past the end of a file come back short.
     def size(self, path: str) -> int: ...
+    def read_range(self, path: str, start: int, end: int) -> Any: ...
     def read_ranges(
         self, paths: Sequence[str], starts: Sequence[int], ends: Sequence[int]
     ) -> list[Any]: ...
@@ -190,29 +191,41 @@ class LocalFiles:
     _fds: dict[str, int] | None = None
     _fds_pid = 0
 
-    def _fd(self, path: str) -> int:
+    def _open_fds(self) -> dict[str, int]:
+        """This process's descriptor cache (a fresh one after a fork)."""
         if self._fds is None or self._fds_pid != os.getpid():
             self._fds, self._fds_pid = {}, os.getpid()
-        fd = self._fds.get(path)
+        return self._fds
+
+    def _fd(self, fds: dict[str, int], path: str) -> int:
+        fd = fds.get(path)
         if fd is None:
-            if len(self._fds) >= _MAX_OPEN_FILES:
-                os.close(self._fds.pop(next(iter(self._fds))))
-            fd = self._fds[path] = os.open(self._p(path), os.O_RDONLY | os.O_CLOEXEC)
+            if len(fds) >= _MAX_OPEN_FILES:
+                os.close(fds.pop(next(iter(fds))))
+            fd = fds[path] = os.open(self._p(path), os.O_RDONLY | os.O_CLOEXEC)
         return fd
 
     def size(self, path: str) -> int:
         """Size in bytes (``FileNotFoundError`` if missing)."""
         return os.stat(self._p(path)).st_size
 
+    def read_range(self, path: str, start: int, end: int) -> bytearray:
+        """Bytes ``[start, end)`` of a file by one ``preadv`` (short where the file ends)."""
+        buf = bytearray(end - start)
+        got = os.preadv(self._fd(self._open_fds(), path), [buf], start) if end > start else 0
+        return buf if got == len(buf) else buf[:got]
+
     def read_ranges(
         self, paths: Sequence[str], starts: Sequence[int], ends: Sequence[int]
     ) -> list[bytearray]:
         """Bytes ``[start, end)`` of each file, one ``preadv`` per range, in the given order
         (short where the file ends first)."""
-        out = []
+        fds, out, last, fd = self._open_fds(), [], None, -1
         for path, start, end in zip(paths, starts, ends, strict=True):
+            if path != last:  # the descriptor in hand is never the one evicted
+                last, fd = path, self._fd(fds, path)
             buf = bytearray(end - start)
-            got = os.preadv(self._fd(path), [buf], start) if end > start else 0
+            got = os.preadv(fd, [buf], start) if end > start else 0
             out.append(buf if got == len(buf) else buf[:got])
         return out
 
@@ -221,10 +234,12 @@ class LocalFiles:
     ) -> list[int]:
         """Fill each writable buffer from its file at ``start`` (one ``preadv`` each, no copy);
         returns the byte counts read (short where the file ends first)."""
-        return [
-            os.preadv(self._fd(path), [buf], start)
-            for path, start, buf in zip(paths, starts, buffers, strict=True)
-        ]
+        fds, out, last, fd = self._open_fds(), [], None, -1
+        for path, start, buf in zip(paths, starts, buffers, strict=True):
+            if path != last:
+                last, fd = path, self._fd(fds, path)
+            out.append(os.preadv(fd, [buf], start))
+        return out
 
     def open_stream(self, path: str, block_size: int) -> BinaryIO:
         """An unbuffered sequential reader (each ``read`` is one system call)."""
@@ -341,6 +356,10 @@ class FsspecFiles:
     def size(self, path: str) -> int:
         """Size in bytes (``FileNotFoundError`` if missing)."""
         return int(self.fs.size(self._p(path)))
+
+    def read_range(self, path: str, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of a file by one ranged read (short where the file ends)."""
+        return self.fs.cat_file(self._p(path), start=start, end=end) if end > start else b""
 
     def read_ranges(
         self, paths: Sequence[str], starts: Sequence[int], ends: Sequence[int]

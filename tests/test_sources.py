@@ -163,6 +163,11 @@ def test_ranged_reads(kind, tmp_path):
         ["d/a.bin", "d/b.bin", "d/a.bin", "d/b.bin"], [5, 1, 100, 2], [9, 3, 100, 9]
     )
     assert [bytes(g) for g in got] == [data[5:9], b"yz", b"", b"z"]  # the last one is short
+    assert bytes(files.read_range("d/a.bin", 7, 20)) == data[7:20]
+    assert (
+        bytes(files.read_range("d/b.bin", 1, 10)) == b"yz"
+        and files.read_range("d/b.bin", 2, 2) == b""
+    )
     mat = np.zeros((2, 4), np.uint8)
     flat = memoryview(mat.reshape(-1))
     counts = files.readinto_ranges(["d/a.bin", "d/b.bin"], [10, 1], [flat[:4], flat[4:]])

@@ -64,10 +64,16 @@ class ShardFiles:
         """Size of shard ``shard`` in bytes (``FileNotFoundError`` if missing)."""
         return self.folders[self.folder_of[shard]].size(self.names[shard])
 
+    def read(self, shard: int, start: int, end: int) -> Any:
+        """Bytes ``[start, end)`` of one shard."""
+        return self.folders[self.folder_of[shard]].read_range(self.names[shard], start, end)
+
     def read_ranges(
         self, shards: Sequence[int], starts: Sequence[int], ends: Sequence[int]
     ) -> list[Any]:
         """Bytes ``[start, end)`` of each listed shard, in request order."""
+        if len(self.folders) == 1:
+            return self.folders[0].read_ranges([self.names[s] for s in shards], starts, ends)
         out: list[Any] = [None] * len(shards)
         for folder, pos in self._group(shards).items():
             got = self.folders[folder].read_ranges(
@@ -83,6 +89,8 @@ class ShardFiles:
         self, shards: Sequence[int], starts: Sequence[int], buffers: Sequence[Any]
     ) -> list[int]:
         """Fill each buffer from its shard at ``start``; the byte counts read."""
+        if len(self.folders) == 1:
+            return self.folders[0].readinto_ranges([self.names[s] for s in shards], starts, buffers)
         out = [0] * len(shards)
         for folder, pos in self._group(shards).items():
             got = self.folders[folder].readinto_ranges(

@@ -97,7 +97,7 @@ class ShardReader:
         else:
             start, end = (int(v[0]) for v in self.spans(np.asarray([i])))
         s = int(idx.shard[i])
-        buf = self.files.read_ranges([s], [start], [end])[0]
+        buf = self.files.read(s, start, end)
         if len(buf) != end - start:
             raise self.short_read(s, i, start, end, len(buf))
         if self.npy_input:

@@ -79,7 +79,7 @@ def _stream_parts(reader: ShardReader) -> Iterator[tuple[np.ndarray, Any]]:
             k = int(np.searchsorted(span_end[j:hi], begin + _STREAM_CHUNK, "right")) + j
             k = min(max(k, j + 1), hi)
             end = int(span_end[k - 1])
-            data = reader.files.read_ranges([s], [begin], [end])[0]
+            data = reader.files.read(s, begin, end)
             if len(data) != end - begin:
                 bad = j + int(np.searchsorted(span_end[j:k], begin + len(data), "right"))
                 raise reader.short_read(
