@@ -1,7 +1,7 @@
 """A herding memory over webdataset shards (workflow B), end to end on scikit-learn's digits.
 
 1. writes the 1 797 8×8 digits (flat float32 ``.npy`` inputs + ``.cls`` targets) into tar
-   shards with ``tools/make_shards.write_shards`` (200 samples per shard);
+   shards with ``memstore.write_shards`` (200 samples per shard);
 2. opens a store and indexes the shards as a ``ShardSource(store=store)``: one streaming pass
    records each member's byte offset and size, the keys and the targets under
    ``sources/train`` in the store;
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import time
 
 import numpy as np
@@ -36,9 +35,6 @@ import torch
 
 import memstore
 from memstore.cli import main as memstore_cli
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
-from make_shards import write_shards  # noqa: E402
 
 SOURCE = "train"  # the source name exemplars refer to
 LAYER = "1"  # herding reads the post-ReLU hidden layer
@@ -58,7 +54,7 @@ def make_digit_shards(directory: str) -> str:
         return spec
     digits = load_digits()
     images = (digits.data / 16.0).astype(np.float32)  # [1797, 64] in [0, 1]
-    out = write_shards(images, pattern, targets=digits.target, maxcount=200)
+    out = memstore.write_shards(images, pattern, targets=digits.target, maxcount=200)
     with open(spec_file, "w") as f:
         f.write(out.spec)
     print(f"shards: wrote {out.count} samples in {len(out.paths)} shards: {out.spec}")

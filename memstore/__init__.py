@@ -34,7 +34,7 @@ from .selection import (
     HerdingSelectionStrategy,
     RandomExemplarsSelectionStrategy,
 )
-from .sources import ArraySource, ShardSource, fingerprint
+from .sources import ArraySource, ShardSource, fingerprint, write_shards
 from .store import Commit, Problem, Store, open_store
 
 __version__ = "0.1.0"
@@ -76,4 +76,5 @@ __all__ = [
     "open_store",
     "extract_features",
     "fingerprint",
+    "write_shards",
 ]

@@ -12,11 +12,12 @@ import os
 import posixpath
 import time
 import uuid
-from collections.abc import Mapping
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, BinaryIO, Protocol
 
 __all__ = ["Files", "LocalFiles", "FsspecFiles", "CreateConflict", "is_local_url", "open_files"]
 
+_MAX_OPEN_FILES = 64  # file descriptors a LocalFiles keeps open for ranged reads
 # Object stores whose listings must never come from a cache: commits appear from other processes.
 _UNCACHED_LISTINGS = ("s3", "s3a", "gs", "gcs", "az", "abfs")
 
@@ -35,6 +36,17 @@ class Files(Protocol):
     def sync_tree(self, path: str) -> None: ...
     def write_file(self, path: str, data: bytes) -> None: ...
     def create_if_absent(self, path: str, data: bytes) -> None: ...
+    # Reads by byte range (shard sources): ranges past the end of a file come back short.
+    def size(self, path: str) -> int: ...
+    def read_range(self, path: str, start: int, end: int) -> Any: ...
+    def read_ranges(
+        self, paths: Sequence[str], starts: Sequence[int], ends: Sequence[int]
+    ) -> list[Any]: ...
+    def readinto_ranges(
+        self, paths: Sequence[str], starts: Sequence[int], buffers: Sequence[Any]
+    ) -> list[int]: ...
+    def open_stream(self, path: str, block_size: int) -> BinaryIO: ...
+    def close(self) -> None: ...
 
 
 def is_local_url(url: str) -> bool:
@@ -172,6 +184,81 @@ class LocalFiles:
             os.unlink(tmp)
         self._fsync_dir(folder)
 
+    # -- ranged reads (shard sources) ------------------------------------------------------
+    # Descriptors are cached per process (at most 64, oldest closed first) and never shared
+    # with a forked child (a DataLoader worker): the cache is reset when the pid changes and
+    # dropped when pickled.
+    _fds: dict[str, int] | None = None
+    _fds_pid = 0
+
+    def _open_fds(self) -> dict[str, int]:
+        """This process's descriptor cache (a fresh one after a fork)."""
+        if self._fds is None or self._fds_pid != os.getpid():
+            self._fds, self._fds_pid = {}, os.getpid()
+        return self._fds
+
+    def _fd(self, fds: dict[str, int], path: str) -> int:
+        fd = fds.get(path)
+        if fd is None:
+            if len(fds) >= _MAX_OPEN_FILES:
+                os.close(fds.pop(next(iter(fds))))
+            fd = fds[path] = os.open(self._p(path), os.O_RDONLY | os.O_CLOEXEC)
+        return fd
+
+    def size(self, path: str) -> int:
+        """Size in bytes (``FileNotFoundError`` if missing)."""
+        return os.stat(self._p(path)).st_size
+
+    def read_range(self, path: str, start: int, end: int) -> bytearray:
+        """Bytes ``[start, end)`` of a file by one ``preadv`` (short where the file ends)."""
+        buf = bytearray(end - start)
+        got = os.preadv(self._fd(self._open_fds(), path), [buf], start) if end > start else 0
+        return buf if got == len(buf) else buf[:got]
+
+    def read_ranges(
+        self, paths: Sequence[str], starts: Sequence[int], ends: Sequence[int]
+    ) -> list[bytearray]:
+        """Bytes ``[start, end)`` of each file, one ``preadv`` per range, in the given order
+        (short where the file ends first)."""
+        fds, out, last, fd = self._open_fds(), [], None, -1
+        for path, start, end in zip(paths, starts, ends, strict=True):
+            if path != last:  # the descriptor in hand is never the one evicted
+                last, fd = path, self._fd(fds, path)
+            buf = bytearray(end - start)
+            got = os.preadv(fd, [buf], start) if end > start else 0
+            out.append(buf if got == len(buf) else buf[:got])
+        return out
+
+    def readinto_ranges(
+        self, paths: Sequence[str], starts: Sequence[int], buffers: Sequence[Any]
+    ) -> list[int]:
+        """Fill each writable buffer from its file at ``start`` (one ``preadv`` each, no copy);
+        returns the byte counts read (short where the file ends first)."""
+        fds, out, last, fd = self._open_fds(), [], None, -1
+        for path, start, buf in zip(paths, starts, buffers, strict=True):
+            if path != last:
+                last, fd = path, self._fd(fds, path)
+            out.append(os.preadv(fd, [buf], start))
+        return out
+
+    def open_stream(self, path: str, block_size: int) -> BinaryIO:
+        """An unbuffered sequential reader (each ``read`` is one system call)."""
+        return open(self._p(path), "rb", buffering=0)  # noqa: SIM115 - the caller closes it
+
+    def close(self) -> None:
+        """Close cached descriptors (reopened on the next read); a forked child's copies of
+        its parent's descriptors are left alone."""
+        if self._fds and self._fds_pid == os.getpid():
+            for fd in self._fds.values():
+                os.close(fd)
+        self._fds = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_fds", None)
+        state.pop("_fds_pid", None)
+        return state
+
 
 class FsspecFiles:
     """Files under an fsspec URL; publishing relies on the server's conditional PUT."""
@@ -264,6 +351,51 @@ class FsspecFiles:
             if _is_precondition_failure(err):  # SeaweedFS: s3fs maps its 412 to EINVAL
                 raise CreateConflict(path) from err
             raise
+
+    # -- ranged reads (shard sources) ------------------------------------------------------
+    def size(self, path: str) -> int:
+        """Size in bytes (``FileNotFoundError`` if missing)."""
+        return int(self.fs.size(self._p(path)))
+
+    def read_range(self, path: str, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of a file by one ranged read (short where the file ends)."""
+        return self.fs.cat_file(self._p(path), start=start, end=end) if end > start else b""
+
+    def read_ranges(
+        self, paths: Sequence[str], starts: Sequence[int], ends: Sequence[int]
+    ) -> list[bytes]:
+        """Bytes ``[start, end)`` of each file by ranged reads (``cat_ranges``: concurrent on
+        async filesystems such as s3fs); short where the file ends first."""
+        wanted = [k for k, (a, b) in enumerate(zip(starts, ends, strict=True)) if b > a]
+        out: list[bytes] = [b""] * len(starts)
+        if wanted:
+            got = self.fs.cat_ranges(
+                [self._p(paths[k]) for k in wanted],
+                [int(starts[k]) for k in wanted],
+                [int(ends[k]) for k in wanted],
+                on_error="raise",
+            )
+            for k, data in zip(wanted, got, strict=True):
+                out[k] = data
+        return out
+
+    def readinto_ranges(
+        self, paths: Sequence[str], starts: Sequence[int], buffers: Sequence[Any]
+    ) -> list[int]:
+        """Fill each buffer from its file at ``start`` (one batch of ranged reads); returns
+        the byte counts read."""
+        ends = [int(a) + memoryview(b).nbytes for a, b in zip(starts, buffers, strict=True)]
+        got = self.read_ranges(paths, starts, ends)
+        for buf, data in zip(buffers, got, strict=True):
+            memoryview(buf).cast("B")[: len(data)] = data
+        return [len(data) for data in got]
+
+    def open_stream(self, path: str, block_size: int) -> BinaryIO:
+        """A sequential reader fetching ``block_size`` bytes per request."""
+        return self.fs.open(self._p(path), "rb", block_size=block_size)
+
+    def close(self) -> None:
+        """Nothing is held open between reads."""
 
 
 def _is_precondition_failure(err: BaseException) -> bool:

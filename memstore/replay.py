@@ -4,7 +4,7 @@ sampler that balances replay mini-batches across groups."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -12,16 +12,24 @@ import torch
 from ._validation import check_choice, check_int
 from .errors import MissingSourceError
 from .experiences import ExemplarSet
+from .sources.base import as_source
 
 __all__ = ["ReplayDataset", "GroupBalancedSampler"]
+
+
+@runtime_checkable
+class HoldsExemplars(Protocol):
+    """A buffer policy: its exemplars are ``.buffer``."""
+
+    @property
+    def buffer(self) -> ExemplarSet: ...
 
 
 def _as_exemplars(exemplars: Any, owner: str) -> ExemplarSet:
     if isinstance(exemplars, ExemplarSet):
         return exemplars
-    inner = getattr(exemplars, "buffer", None)  # a buffer policy
-    if isinstance(inner, ExemplarSet):
-        return inner
+    if isinstance(exemplars, HoldsExemplars) and isinstance(exemplars.buffer, ExemplarSet):
+        return exemplars.buffer
     raise TypeError(
         f"The 'exemplars' parameter of {owner} must be an ExemplarSet or a buffer. "
         f"Got {type(exemplars).__name__} instead."
@@ -37,8 +45,9 @@ class ReplayDataset(torch.utils.data.Dataset):
             accepted when all exemplars come from one source.
 
     An item ``(x, y)`` of the source is returned as ``(x, y, task_label)``; any other item as
-    ``(item, task_label)``. Sources with ``get_many(ids)`` (shard sources) are read in batches
-    by ``__getitems__``.
+    ``(item, task_label)``. ``__getitems__`` reads each source once per batch through its
+    batched read (:meth:`~memstore.sources.base.Source.get_many`; other datasets through
+    their own ``__getitems__``, else item by item).
     """
 
     def __init__(self, exemplars: Any, sources: Any) -> None:
@@ -58,6 +67,7 @@ class ReplayDataset(torch.utils.data.Dataset):
                 f"'sources' (given: {sorted(sources)}). Pass a dataset for each."
             )
         self.sources = dict(sources)
+        self._readers = {name: as_source(source) for name, source in self.sources.items()}
 
     def __len__(self) -> int:
         return len(self.exemplars)
@@ -82,10 +92,7 @@ class ReplayDataset(torch.utils.data.Dataset):
         out: list[Any] = [None] * len(idx)
         for name in dict.fromkeys(ex.source[idx].tolist()):
             sel = np.flatnonzero(ex.source[idx] == name)
-            source = self.sources[name]
-            ids = ex.ids[idx[sel]]
-            get_many = getattr(source, "get_many", None)
-            items = get_many(ids) if get_many is not None else [source[int(i)] for i in ids]
+            items = self._readers[name].get_many(ex.ids[idx[sel]])
             for pos, item in zip(sel.tolist(), items, strict=True):
                 out[pos] = self._with_task(item, int(ex.task_labels[idx[pos]]))
         return out

@@ -159,3 +159,45 @@ def test_sampler_streams_of_seed_and_epoch_do_not_alias():
     a.set_epoch(1)
     b = memstore.GroupBalancedSampler(ex, num_samples=64, seed=1)
     assert list(a) != list(b)
+
+
+class CountingArraySource(memstore.ArraySource):
+    """An ArraySource that counts its single-item and batched reads."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.item_reads = 0
+        self.batch_reads = 0
+
+    def __getitem__(self, index):
+        self.item_reads += 1
+        return super().__getitem__(index)
+
+    def get_many(self, ids):
+        self.batch_reads += 1
+        return super().get_many(ids)
+
+
+def test_array_source_is_read_in_one_batched_call_per_replay_batch():
+    rng = np.random.default_rng(3)
+    inputs = rng.standard_normal((40, 3)).astype(np.float32)
+    src = CountingArraySource(inputs, rng.integers(0, 4, 40), task_labels=np.arange(40) % 2)
+    buf = ClassBalancedBuffer(16, seed=0)
+    buf.update(memstore.Experience.from_dataset(src, source="train", index=0))
+    ds = ReplayDataset(buf, src)
+    loader = torch.utils.data.DataLoader(ds, batch_size=5, shuffle=False)
+    batches = list(loader)
+    assert src.batch_reads == len(batches) == 4 and src.item_reads == 0
+    x = torch.cat([b[0] for b in batches])
+    ex = buf.buffer
+    assert torch.equal(x, torch.from_numpy(inputs[ex.ids]))
+    assert torch.cat([b[1] for b in batches]).tolist() == ex.targets.tolist()
+    assert torch.cat([b[2] for b in batches]).tolist() == ex.task_labels.tolist()
+    # get_many returns exactly the items, in request order (repeats and negatives included).
+    ids = [7, 0, 39, 7, -1]
+    got = memstore.ArraySource.get_many(src, ids)
+    assert len(got) == len(ids)
+    for (gx, gy), i in zip(got, ids, strict=True):
+        ex_x, ex_y = memstore.ArraySource.__getitem__(src, i)
+        assert torch.equal(gx, ex_x) and gy == ex_y and isinstance(gy, int)
+    assert memstore.ArraySource.get_many(src, []) == []

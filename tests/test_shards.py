@@ -1,14 +1,14 @@
-"""ShardSource and tools/make_shards.py: every id reads back what was written, the index is
-reused and detects changed shards, buffers built over shards equal in-memory builds, damaged
-shards fail with errors naming shard and key."""
+"""ShardSource, the shard writer and tools/make_shards.py: every id reads back what was written,
+the index is reused and detects changed shards, buffers built over shards equal in-memory
+builds, damaged shards fail with errors naming shard and key."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import pickle
 import struct
+import subprocess
 import sys
 import tarfile
 import zlib
@@ -20,13 +20,19 @@ import torch
 
 import memstore
 from memstore.errors import CorruptShardError, MemstoreError, SourceMismatchError
-from memstore.sources.shards import ShardSource, expand_spec
+from memstore.sources.shards import ShardSource, expand_spec, write_shards, write_synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("make_shards", ROOT / "tools" / "make_shards.py")
-make_shards = importlib.util.module_from_spec(_spec)
-sys.modules.setdefault("make_shards", make_shards)
-_spec.loader.exec_module(make_shards)
+
+
+def make_shards_cli(*args: str) -> subprocess.CompletedProcess:
+    """Run ``tools/make_shards.py`` (the command line over the package's writer)."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "make_shards.py"), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])},
+    )
 
 
 class FakeStore:
@@ -55,9 +61,7 @@ def _data(n=257, shape=(3, 5), classes=7, seed=0):
 @pytest.fixture
 def written(tmp_path):
     x, y = _data()
-    out = make_shards.write_shards(
-        x, str(tmp_path / "s" / "train-%04d.tar"), targets=y, maxcount=50
-    )
+    out = write_shards(x, str(tmp_path / "s" / "train-%04d.tar"), targets=y, maxcount=50)
     return x, y, out
 
 
@@ -221,9 +225,7 @@ def test_index_is_reused_and_changed_shards_are_detected(written, monkeypatch):
     y2[100:150] = (y2[100:150] + 1) % 7
     x2 = x.copy()
     x2[100:150] += 1
-    tmp = make_shards.write_shards(
-        x2, str(Path(out.paths[0]).parent / "new-%04d.tar"), targets=y2, maxcount=50
-    )
+    tmp = write_shards(x2, str(Path(out.paths[0]).parent / "new-%04d.tar"), targets=y2, maxcount=50)
     assert os.path.getsize(tmp.paths[2]) == os.path.getsize(out.paths[2])
     os.replace(tmp.paths[2], out.paths[2])
     with pytest.raises(SourceMismatchError, match=r"train-0002\.tar.*reindex=True"):
@@ -338,6 +340,11 @@ def test_experiences_by_shards_and_argument_errors(written):
         src.experiences(by_classes=[[0], [9]])
     with pytest.raises(ValueError, match="'name' parameter of ShardSource"):
         ShardSource(out.spec, name="a/b")
+    # The one name rule (buffers and sources), checked before any shard is opened.
+    with pytest.raises(ValueError, match=r"'name' parameter of ShardSource must be 1-128 .*'-x'"):
+        ShardSource("missing/t-{0..1}.tar", name="-x")
+    with pytest.raises(TypeError, match="'name' parameter of ShardSource"):
+        ShardSource(out.spec, name=3)
     with pytest.raises(TypeError, match="'decode' parameter"):
         ShardSource(out.spec, decode=3)
     with pytest.raises(TypeError, match="'store' parameter"):
@@ -421,7 +428,7 @@ def test_shard_truncated_after_indexing_fails_on_read(tmp_path):
     src = ShardSource([str(path)], progress=False)
     raw = ShardSource([str(path)], progress=False, decode=False)
     assert src[39][1] == 0 and torch.equal(src[39][0], torch.full((4,), 39, dtype=torch.int16))
-    cut = int(src._offsets[30, 1]) + 10  # inside sample 30's input
+    cut = int(src.index.offsets[30, 1]) + 10  # inside sample 30's input
     with open(path, "r+b") as f:
         f.truncate(cut)
     pattern = r"t\.tar', sample key '0000000(30|31|39)'.*re-open"
@@ -437,12 +444,13 @@ def test_shard_truncated_after_indexing_fails_on_read(tmp_path):
 
 
 # -- make_shards --------------------------------------------------------------------------------
-def test_make_shards_npz_cli_and_reproducible_synthetic(tmp_path, capsys):
+def test_make_shards_npz_cli_and_reproducible_synthetic(tmp_path):
     x, y = _data(n=120, shape=(6,), seed=4)
     np.savez(tmp_path / "d.npz", x=x, y=y)
     pattern = str(tmp_path / "npz" / "p-%03d.tar")
-    assert make_shards.main([pattern, "--npz", str(tmp_path / "d.npz"), "--maxcount", "50"]) == 0
-    printed = capsys.readouterr().out
+    run = make_shards_cli(pattern, "--npz", str(tmp_path / "d.npz"), "--maxcount", "50")
+    assert run.returncode == 0, run.stderr
+    printed = run.stdout
     assert "wrote 120 samples in 3 shards" in printed and "p-{000..002}.tar" in printed
     src = ShardSource(str(tmp_path / "npz" / "p-{000..002}.tar"), progress=False)
     np.testing.assert_array_equal(src.targets, y)
@@ -453,10 +461,10 @@ def test_make_shards_npz_cli_and_reproducible_synthetic(tmp_path, capsys):
     assert {m.mtime for m in infos} == {0} and not any(m.pax_headers for m in infos)
     assert [m.name for m in infos[:2]] == ["000000000.cls", "000000000.input.npy"]
 
-    a = make_shards.write_synthetic(
+    a = write_synthetic(
         str(tmp_path / "a" / "s-%02d.tar"), 5000, sample_bytes=64, classes=5, seed=1, maxcount=2000
     )
-    b = make_shards.write_synthetic(
+    b = write_synthetic(
         str(tmp_path / "b" / "s-%02d.tar"), 5000, sample_bytes=64, classes=5, seed=1, maxcount=2000
     )
     assert len(a.paths) == 3 and a.count == 5000
@@ -466,11 +474,13 @@ def test_make_shards_npz_cli_and_reproducible_synthetic(tmp_path, capsys):
     assert set(np.unique(syn.targets).tolist()) == set(range(5))
 
     with pytest.raises(TypeError, match="must hold ints"):
-        make_shards.write_shards(x, str(tmp_path / "bad" / "q-%d.tar"), targets=y + 0.5)
+        write_shards(x, str(tmp_path / "bad" / "q-%d.tar"), targets=y + 0.5)
     assert not os.listdir(tmp_path / "bad")  # the temporary shard was removed
     with pytest.raises(ValueError, match="%d"):
-        make_shards.write_shards(x, str(tmp_path / "q.tar"), targets=y)
-    assert make_shards.main([str(tmp_path / "q-%d.tar"), "--npz", str(tmp_path / "no.npz")]) == 2
+        write_shards(x, str(tmp_path / "q.tar"), targets=y)
+    run = make_shards_cli(str(tmp_path / "q-%d.tar"), "--npz", str(tmp_path / "no.npz"))
+    assert run.returncode == 2 and "make_shards: error:" in run.stderr
+    assert memstore.write_shards is write_shards
 
 
 def _png(pixels: np.ndarray) -> bytes:
@@ -506,9 +516,7 @@ def image_folder(tmp_path):
             path.write_bytes(_png(pixels))
             images[str(path)] = pixels
     (tmp_path / "img" / "cat" / "notes.txt").write_text("not an image")
-    out = make_shards.write_shards(
-        str(tmp_path / "img"), str(tmp_path / "sh" / "i-%d.tar"), maxcount=5
-    )
+    out = write_shards(str(tmp_path / "img"), str(tmp_path / "sh" / "i-%d.tar"), maxcount=5)
     return out, images
 
 

@@ -1,7 +1,7 @@
 """Memories over 1 000 000 webdataset samples: throughput against bare webdataset, peak RSS.
 
 Generates (untimed) ``--n`` synthetic samples of ``--sample-bytes`` float32 ``.npy`` inputs in
-``--shards`` tar shards with ``tools/make_shards.write_synthetic``, warms the page cache with
+``--shards`` tar shards with ``memstore.sources.shards.write_synthetic``, warms the page cache with
 one read of every shard, then runs each phase in its own subprocess (peak RSS = that process's
 ``ru_maxrss`` from ``os.wait4``):
 
@@ -107,12 +107,11 @@ def _setup_child() -> None:
 
 def phase_generate(cfg: dict) -> dict:
     """Write the shards and ``bench-data.json`` (untimed)."""
-    sys.path.insert(0, HERE)
-    import make_shards
+    from memstore.sources.shards import write_synthetic
 
     params, directory = cfg["params"], cfg["directory"]
     os.makedirs(directory, exist_ok=True)
-    out = make_shards.write_synthetic(
+    out = write_synthetic(
         os.path.join(directory, "train-%06d.tar"),
         params["n"],
         sample_bytes=params["sample_bytes"],

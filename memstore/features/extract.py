@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from memstore._validation import check_int
+from memstore.sources.inputs import input_batches, item_input, stack_inputs
 
 __all__ = [
     "cached_features",
@@ -28,8 +29,6 @@ __all__ = [
     "stack_inputs",
 ]
 
-_DICT_INPUT_KEYS = ("input", "inputs", "x", "image", "img", "data")
-
 
 def find_layer(model: torch.nn.Module, layer_name: str) -> torch.nn.Module:
     modules = dict(model.named_modules())
@@ -40,61 +39,6 @@ def find_layer(model: torch.nn.Module, layer_name: str) -> torch.nn.Module:
             f"Got {layer_name!r} instead. Valid names: {valid}."
         )
     return modules[layer_name]
-
-
-def item_input(item: Any, input_key: str | None = None) -> Any:
-    """The model input of a dataset item: the item, its first element, or a dict entry."""
-    if isinstance(item, (tuple, list)):
-        return item[0]
-    if isinstance(item, dict):
-        keys = (input_key,) if input_key is not None else _DICT_INPUT_KEYS
-        for key in keys:
-            if key in item:
-                return item[key]
-        raise KeyError(
-            f"Cannot find the model input in a dict item with keys {sorted(item)}; "
-            f"looked for {list(keys)}. Pass input_key= to the selection strategy."
-        )
-    return item
-
-
-def _batch_inputs(dataset: Any, keys: np.ndarray, input_key: str | None) -> torch.Tensor:
-    get_inputs = getattr(dataset, "get_inputs", None)  # ArraySource: one gather
-    if get_inputs is not None:
-        return torch.as_tensor(get_inputs(keys))
-    getitems = getattr(dataset, "__getitems__", None)
-    items = getitems(keys.tolist()) if getitems is not None else [dataset[int(k)] for k in keys]
-    if isinstance(items, torch.Tensor):
-        return items
-    return stack_inputs([item_input(it, input_key) for it in items])
-
-
-def stack_inputs(inputs: list[Any]) -> torch.Tensor:
-    """One batch tensor from per-sample inputs (tensors or arrays)."""
-    return torch.stack(
-        [x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x)) for x in inputs]
-    )
-
-
-def input_batches(dataset: Any, keys: np.ndarray, batch_size: int, input_key: str | None = None):
-    """Yield ``(positions, inputs)``: batches of the inputs of ``dataset[keys]``.
-
-    Sources with ``iter_batches(ids, batch_size)`` (shard sources) stream themselves; for
-    others items are read by key, ``batch_size`` at a time.
-    """
-    stream = getattr(dataset, "iter_batches", None)
-    if stream is None:
-        for start in range(0, len(keys), batch_size):
-            batch = keys[start : start + batch_size]
-            yield np.arange(start, start + len(batch)), _batch_inputs(dataset, batch, input_key)
-        return
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    for ids, inputs in stream(ids=sorted_keys, batch_size=batch_size):
-        pos = order[np.searchsorted(sorted_keys, np.asarray(ids, dtype=np.int64))]
-        if not isinstance(inputs, torch.Tensor):
-            inputs = stack_inputs(list(inputs))
-        yield pos, inputs
 
 
 def iter_features(

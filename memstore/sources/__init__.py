@@ -1,6 +1,29 @@
-"""Sources: what a sample id points into (arrays, map-style datasets, webdataset shards)."""
+"""Sources: what a sample id points into (arrays, map-style datasets, webdataset shards).
 
-from .arrays import ArraySource, fingerprint
-from .shards import ShardSource
+The contracts are in :mod:`.base` (:class:`Source`, :class:`BatchStream`,
+:class:`InputBatchSource`, :class:`SourceIndexStore`, and :func:`as_source` for any map-style
+dataset); reading model inputs out of a source is :mod:`.inputs`.
+"""
 
-__all__ = ["ArraySource", "ShardSource", "fingerprint"]
+from .arrays import ArraySource
+from .base import (
+    BatchStream,
+    InputBatchSource,
+    Source,
+    SourceIndexStore,
+    as_source,
+    fingerprint,
+)
+from .shards import ShardSource, write_shards
+
+__all__ = [
+    "ArraySource",
+    "BatchStream",
+    "InputBatchSource",
+    "ShardSource",
+    "Source",
+    "SourceIndexStore",
+    "as_source",
+    "fingerprint",
+    "write_shards",
+]

@@ -1,0 +1,176 @@
+"""The contracts of a source: what the rest of memstore may ask of the data a sample id points
+into, declared as Protocols (never probed), and :func:`as_source`, the one adapter that turns
+any map-style dataset into a :class:`Source`.
+
+Roles:
+
+* :class:`Source` — length, ``targets``, ``source[id]``, a batched read ``get_many(ids)`` and a
+  ``fingerprint()`` tying a stored buffer to the data it was built from.
+* :class:`BatchStream` — optional: ``iter_batches(ids, batch_size=)`` yields input batches
+  (shard sources read them by offset or sequentially).
+* :class:`InputBatchSource` — optional: ``get_inputs(ids)`` gathers the model inputs of many
+  ids as one tensor (in-memory arrays).
+* :class:`SourceIndexStore` — what a shard source needs of a store to keep its index.
+
+Datasets that are not :class:`Source` s (a torch ``Dataset``, a ``Subset``, a list) are wrapped
+by :func:`as_source`; it is the only place that looks at which attributes a dataset happens to
+have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from memstore._validation import as_int_array
+
+__all__ = [
+    "Source",
+    "BatchStream",
+    "InputBatchSource",
+    "SourceIndexStore",
+    "DatasetSource",
+    "as_source",
+    "fingerprint",
+    "targets_fingerprint",
+]
+
+
+@runtime_checkable
+class Source(Protocol):
+    """An id-addressable source of samples.
+
+    ``targets`` is the class of each sample (an int array of length ``len(source)``), or
+    ``None`` when the source does not know them.
+    """
+
+    @property
+    def targets(self) -> Any: ...
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Any: ...
+
+    def get_many(self, ids: Any) -> Sequence[Any]:
+        """``[source[i] for i in ids]``, possibly read in one go (request order kept)."""
+        ...
+
+    def fingerprint(self) -> str:
+        """A short string that changes when the samples' ids or targets change."""
+        ...
+
+
+@runtime_checkable
+class BatchStream(Protocol):
+    """A source that streams its own input batches (``(ids, inputs)`` pairs)."""
+
+    def iter_batches(
+        self, ids: Any = None, *, batch_size: int = 256
+    ) -> Iterator[tuple[np.ndarray, Any]]: ...
+
+
+@runtime_checkable
+class InputBatchSource(Protocol):
+    """A source that gathers the model inputs of many ids as one batch tensor."""
+
+    def get_inputs(self, ids: Any) -> Any: ...
+
+
+@runtime_checkable
+class SourceIndexStore(Protocol):
+    """Where a source keeps an index between runs (a memstore ``Store``)."""
+
+    def read_source_index(self, name: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """``(record, arrays)`` saved under ``name``, or ``None``."""
+        ...
+
+    def write_source_index(
+        self, name: str, record: dict[str, Any], arrays: dict[str, np.ndarray]
+    ) -> None: ...
+
+
+def targets_fingerprint(n: int, targets: Any = None, task_labels: Any = None) -> str:
+    """``"<n>:<hash>"``: a blake2b of the targets and task labels (each when given).
+
+    Cost O(N) over the targets, never over the samples.
+    """
+    h = hashlib.blake2b(digest_size=10)
+    if targets is not None:
+        h.update(as_int_array(targets, "targets", "fingerprint").tobytes())
+    if task_labels is not None:
+        h.update(b"tasks" + as_int_array(task_labels, "task_labels", "fingerprint").tobytes())
+    return f"{n}:{h.hexdigest()}"
+
+
+class DatasetSource:
+    """A map-style dataset seen as a :class:`Source` (made by :func:`as_source`).
+
+    ``get_many`` uses the dataset's ``__getitems__`` when it has one (as ``torch`` datasets
+    and ``Subset`` do), else one ``dataset[i]`` per id. ``targets`` (and the task labels used
+    by :meth:`fingerprint`) are the dataset's ``targets`` / ``targets_task_labels``
+    attributes, if any; a dataset with its own ``fingerprint()`` keeps it.
+    """
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    @property
+    def targets(self) -> Any:
+        return getattr(self.dataset, "targets", None)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[index]
+
+    def get_many(self, ids: Any) -> Sequence[Any]:
+        ids = np.asarray(ids, dtype=np.int64)
+        getitems = getattr(self.dataset, "__getitems__", None)
+        if getitems is not None:
+            return getitems(ids.tolist())
+        return [self.dataset[int(i)] for i in ids]
+
+    def fingerprint(self) -> str:
+        own = getattr(self.dataset, "fingerprint", None)
+        if callable(own):
+            return str(own())
+        tasks = getattr(self.dataset, "targets_task_labels", None)
+        return targets_fingerprint(len(self.dataset), self.targets, tasks)
+
+    def __repr__(self) -> str:
+        return f"DatasetSource({type(self.dataset).__name__})"
+
+
+class StreamingDatasetSource(DatasetSource):
+    """A :class:`DatasetSource` over a dataset that streams batches itself."""
+
+    def iter_batches(
+        self, ids: Any = None, *, batch_size: int = 256
+    ) -> Iterator[tuple[np.ndarray, Any]]:
+        return self.dataset.iter_batches(ids=ids, batch_size=batch_size)
+
+
+def as_source(dataset: Any) -> Source:
+    """``dataset`` itself if it is a :class:`Source`, else a :class:`DatasetSource` over it.
+
+    O(1): nothing is read.
+    """
+    if isinstance(dataset, Source):
+        return dataset
+    if callable(getattr(dataset, "iter_batches", None)):
+        return StreamingDatasetSource(dataset)
+    return DatasetSource(dataset)
+
+
+def fingerprint(dataset: Any) -> str:
+    """``"<len>:<hash>"`` of a source: its length and a hash of all its targets (if any).
+
+    Sources supply their own (:meth:`Source.fingerprint`); for other datasets it covers the
+    ``targets`` and ``targets_task_labels`` attributes. Cost O(N) over the targets, never over
+    the samples.
+    """
+    return str(as_source(dataset).fingerprint())
