@@ -151,9 +151,10 @@ class FeatureBasedExemplarsSelectionStrategy(ExemplarsSelectionStrategy):
     def make_sorted_indices_from_features(self, features: Any, k: int | None = None) -> np.ndarray:
         """The order of the rows of ``features`` [N, d] (its first ``k`` entries if given).
 
-        ``features`` may also be a chunked reader (a :class:`~memstore.selection.readers.
-        FeatureReader`, e.g. a zarr array of the feature cache): it is read chunk by chunk,
-        never loaded whole — by the bounded-memory exact path, or the approximate one.
+        ``features`` may also be a chunked reader (a
+        :class:`~memstore.selection.readers.FeatureReader`, e.g. a zarr array of the feature
+        cache): it is read chunk by chunk, never loaded whole — by the bounded-memory exact
+        path, or the approximate one.
         """
         owner = type(self).__name__
         if is_reader(features):
