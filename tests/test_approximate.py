@@ -1,4 +1,5 @@
-"""Selection at scale (memstore/approximate.py): FAISS herding, chunked readers, exact chunked.
+"""Selection at scale (memstore/selection/: faiss_ivf, herding, closest, readers): FAISS
+herding, chunked readers, exact chunked.
 
 Quality: on a seeded Gaussian mixture the approximate herding error stays within 5% of exact
 herding's. The error oscillates by ±15% from one pick to the next even for exact herding, so
@@ -16,16 +17,10 @@ import torch
 import zarr
 
 from memstore import ClosestToCenterSelectionStrategy, HerdingSelectionStrategy
-from memstore.selection.faiss_ivf import (
-    approximate_herding_order,
-    chunked_closest_order,
-    default_nlist,
-    default_nprobe,
-    exact_herding_chunked,
-    herding_errors,
-    herding_objective,
-)
-from memstore.selection.strategies import closest_to_center_order, herding_order
+from memstore.selection.closest import chunked_closest_order, closest_to_center_order
+from memstore.selection.faiss_ivf import approximate_herding_order, default_nlist, default_nprobe
+from memstore.selection.herding import exact_herding_chunked, herding_order
+from memstore.testing.quality import herding_errors, herding_objective
 
 N, D, COMPONENTS, K = 60_000, 32, 20, 1_000
 
@@ -255,3 +250,52 @@ def test_strategies_read_a_zarr_reader_in_approximate_mode(tmp_path, feats, appr
     )
     with pytest.raises(ValueError, match="'k'"):
         herd.make_sorted_indices_from_features(arr, k=len(feats) + 1)
+
+
+class BlockReader:
+    """A chunked reader that serves at most ``limit`` rows per read and counts its reads."""
+
+    def __init__(self, values: np.ndarray, limit: int) -> None:
+        self.values, self.limit, self.reads = values, limit, 0
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.values.shape
+
+    @property
+    def dtype(self):
+        return self.values.dtype
+
+    def __getitem__(self, key):
+        if not isinstance(key, slice) or key.start is None or key.stop is None:
+            raise TypeError(f"BlockReader serves row slices a:b only, not {key!r}")
+        if key.stop - key.start > self.limit:
+            raise MemoryError(f"BlockReader refuses {key.stop - key.start} rows in one read")
+        self.reads += 1
+        return self.values[key]
+
+
+def test_exact_strategies_route_a_reader_through_the_bounded_memory_paths():
+    """Exact mode reads a chunked reader block by block (never whole), same picks."""
+    from memstore.selection.readers import DEFAULT_CHUNK_ROWS
+
+    x = mixture(2 * DEFAULT_CHUNK_ROWS + 5000, 8, 6, seed=3)
+    blocks = -(-len(x) // DEFAULT_CHUNK_ROWS)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    herd = HerdingSelectionStrategy(model, "0")
+    reader = BlockReader(x, limit=DEFAULT_CHUNK_ROWS)
+    with pytest.raises(MemoryError):  # the reader really refuses a whole read
+        reader[0 : len(x)]
+    k = 40
+    picks = herd.make_sorted_indices_from_features(reader, k=k)
+    np.testing.assert_array_equal(picks, herding_order(x, k))
+    assert reader.reads == (1 + k) * blocks  # ‖x‖² and the mean, then one pass per pick
+    close = ClosestToCenterSelectionStrategy(model, "0")
+    reader = BlockReader(x, limit=DEFAULT_CHUNK_ROWS)
+    picks = close.make_sorted_indices_from_features(reader, k=300)
+    np.testing.assert_array_equal(picks, closest_to_center_order(x, 300))
+    assert reader.reads == 2 * blocks  # the mean, then the distances
+    with pytest.raises(ValueError, match="'k' parameter of HerdingSelectionStrategy"):
+        herd.make_sorted_indices_from_features(BlockReader(x, 10), k=len(x) + 1)
+    with pytest.raises(ValueError, match="HerdingSelectionStrategy must be 2-D"):
+        herd.make_sorted_indices_from_features(BlockReader(x[:, 0], 10), k=1)

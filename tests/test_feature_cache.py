@@ -154,6 +154,37 @@ def test_cache_shape_mismatch_and_bad_arguments(store):
         memstore.HerdingSelectionStrategy(CountingModel(), "feat", feature_cache="not a store")
 
 
+def test_feature_cache_seam_is_the_declared_protocol(store):
+    """Strategies accept anything implementing FeatureCacheStore, and nothing less."""
+    from memstore.features.cache import FeatureCacheStore
+
+    assert isinstance(store, FeatureCacheStore)
+
+    class Delegate:  # not a Store: only the two methods of the protocol
+        def __init__(self, inner):
+            self.inner, self.opened = inner, []
+
+        def open_feature_cache(self, key):
+            self.opened.append(key)
+            return self.inner.open_feature_cache(key)
+
+        def feature_cache(self, key, n, d, dtype="float32", attrs=None):
+            return self.inner.feature_cache(key, n, d, dtype, attrs)
+
+    class OpenOnly:
+        def open_feature_cache(self, key):
+            return None
+
+    with pytest.raises(TypeError, match="FeatureCacheStore"):
+        memstore.HerdingSelectionStrategy(CountingModel(), "feat", feature_cache=OpenOnly())
+    delegate = Delegate(store)
+    strategy = memstore.HerdingSelectionStrategy(CountingModel(), "feat", feature_cache=delegate)
+    src = make_source(500)
+    feats = strategy.compute_features(src, np.arange(500))
+    assert delegate.opened and store.feature_caches() == delegate.opened
+    np.testing.assert_array_equal(feats, strategy.compute_features(src, np.arange(500)))
+
+
 def test_read_only_store_refuses_to_create_a_cache(tmp_path):
     url = str(tmp_path / "m.zarr")
     memstore.open_store(url)

@@ -134,7 +134,7 @@ def _int8_sets():
 @pytest.mark.parametrize("kind,features", _int8_sets(), ids=[k for k, _ in _int8_sets()])
 def test_int8_first_pass_keeps_the_reference_picks(kind, features, monkeypatch):
     """Large inputs score rows from an int8 copy first; force that path on every size."""
-    import memstore.selection.strategies as selection
+    import memstore.selection.herding as selection
 
     monkeypatch.setattr(selection, "_INT8_MIN_ELEMENTS", 0)
     monkeypatch.setattr(selection, "_INT8_MIN_K", 0)

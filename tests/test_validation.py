@@ -253,7 +253,7 @@ def test_update_failing_mid_way_is_rolled_back(groupby):
 def test_reservoir_update_failing_mid_way_is_rolled_back(monkeypatch):
     buf = filled(ClassBalancedBuffer(8, seed=5))
     before = buf.state_dict()
-    add = memstore.policies.buffers.ReservoirSamplingBuffer.add
+    add = memstore.policies.reservoir.ReservoirSamplingBuffer.add
     calls = []
 
     def failing_add(self, rows):
@@ -262,7 +262,7 @@ def test_reservoir_update_failing_mid_way_is_rolled_back(monkeypatch):
             raise MemoryError("simulated")
         add(self, rows)
 
-    monkeypatch.setattr(memstore.policies.buffers.ReservoirSamplingBuffer, "add", failing_add)
+    monkeypatch.setattr(memstore.policies.reservoir.ReservoirSamplingBuffer, "add", failing_add)
     with pytest.raises(MemoryError):
         buf.update(Experience(targets=[2, 3, 4, 2, 0], ids=np.arange(40, 45)))
     assert calls == [2, 1]  # the first class was drawn and added before the failure

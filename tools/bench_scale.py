@@ -5,14 +5,14 @@ Features (a seeded Gaussian mixture, ``N×d``) are written to a zarr v3 array wi
 Every timed run starts from that zarr array, so its seconds *include* reading the features
 (and, for the approximate mode, training and filling the IVF index):
 
-* approximate herding (:func:`memstore.approximate.approximate_herding_order`) straight from
-  the zarr array, chunk by chunk;
-* exact herding (:func:`memstore.approximate.exact_herding_chunked`): the zarr array is read
-  once into RAM (each of the ``k`` picks scans every row, so decoding the zarr chunks ``k``
-  times would dominate), then scanned in blocks; and :func:`memstore.selection.herding_order`
-  (in RAM, int8 pre-scoring), which must pick the very same rows;
-* closest-to-center: :func:`memstore.approximate.chunked_closest_order` (chunked) against
-  :func:`memstore.selection.closest_to_center_order` (in RAM).
+* approximate herding (``memstore.selection.faiss_ivf.approximate_herding_order``)
+  straight from the zarr array, chunk by chunk;
+* exact herding (``memstore.selection.herding.exact_herding_chunked``): the zarr array is
+  read once into RAM (each of the ``k`` picks scans every row, so decoding the zarr chunks
+  ``k`` times would dominate), then scanned in blocks; and ``herding.herding_order`` (in
+  RAM, int8 pre-scoring), which must pick the very same rows;
+* closest-to-center: ``memstore.selection.closest.chunked_closest_order`` (chunked)
+  against ``closest.closest_to_center_order`` (in RAM).
 
 The herding objective is ``‖mean(picked) − mean(all)‖``; since it oscillates by ±15% from
 one pick to the next, the table also gives its mean over picks ``k/2..k``. Ratios are to
@@ -42,16 +42,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from memstore.selection.faiss_ivf import (  # noqa: E402
-    DEFAULT_CHUNK_ROWS,
-    approximate_herding_order,
+from memstore.selection.closest import (  # noqa: E402
     chunked_closest_order,
+    closest_to_center_order,
+)
+from memstore.selection.faiss_ivf import (  # noqa: E402
+    approximate_herding_order,
     default_nlist,
     default_nprobe,
-    exact_herding_chunked,
-    herding_errors,
 )
-from memstore.selection.strategies import closest_to_center_order, herding_order  # noqa: E402
+from memstore.selection.herding import exact_herding_chunked, herding_order  # noqa: E402
+from memstore.selection.readers import DEFAULT_CHUNK_ROWS  # noqa: E402
+from memstore.testing.quality import herding_errors  # noqa: E402
 
 CACHE_CHUNK_ROWS = 4096
 

@@ -90,14 +90,10 @@ def make_data(kind: str, n: int, d: int, seed: int) -> np.ndarray:
 
 def screen_used(features: np.ndarray, k: int) -> str:
     """Which first pass memstore's exact herding takes for this input (for the table)."""
-    from memstore.selection import strategies as selection
+    from memstore.selection.herding import Int8Scores, make_scores
 
-    make = getattr(selection, "_make_scores", None)
-    if make is None:
-        return "?"
     c32 = torch.from_numpy(features).mean(dim=0).numpy()
-    name = type(make(features, c32, 1.0, k)).__name__
-    return {"_Int8Scores": "int8", "_Float32Scores": "float32"}.get(name, name)
+    return "int8" if isinstance(make_scores(features, c32, 1.0, k), Int8Scores) else "float32"
 
 
 @dataclass

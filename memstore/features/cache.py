@@ -8,11 +8,11 @@ in flight and resumes where it stopped. One writer per chunk (zarr writes whole 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["FeatureCache", "CHUNK_ROWS", "cache_key"]
+__all__ = ["FeatureCache", "FeatureCacheStore", "CHUNK_ROWS", "cache_key"]
 
 CHUNK_ROWS = 4096
 
@@ -21,6 +21,25 @@ def cache_key(source_fingerprint: str, model_fingerprint: str, layer_name: str) 
     """The cache entry of (source, model weights, layer): a short stable hash."""
     text = f"{source_fingerprint}|{model_fingerprint}|{layer_name}".encode()
     return hashlib.blake2b(text, digest_size=10).hexdigest()
+
+
+@runtime_checkable
+class FeatureCacheStore(Protocol):
+    """What cached features need from a store (``memstore.Store`` implements it).
+
+    The seam between feature-based selection (``feature_cache=`` of the strategies) and the
+    store: the store owns where caches live; features only open or create one by key.
+    """
+
+    def open_feature_cache(self, key: str) -> FeatureCache | None:
+        """The cache entry ``key`` if it exists, else ``None``."""
+        ...
+
+    def feature_cache(
+        self, key: str, n: int, d: int, dtype: str = "float32", attrs: dict | None = None
+    ) -> FeatureCache:
+        """The cache entry ``key`` of shape ``[n, d]``, created (with ``attrs``) if absent."""
+        ...
 
 
 class FeatureCache:

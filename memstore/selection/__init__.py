@@ -1,5 +1,11 @@
 """Selection strategies: the order in which a group's rows are kept (random, herding,
-closest-to-center), exact by default, FAISS IVF for millions of rows."""
+closest-to-center), exact by default, FAISS IVF for millions of rows.
+
+Modules, each depending only on those after it: ``strategies`` (the public Avalanche
+strategies and how a state records them) → ``herding`` (exact herding, in RAM or chunked,
+one near-tie margin), ``closest`` (closest-to-center), ``faiss_ivf`` (approximate herding)
+→ ``readers`` (the chunked ``FeatureReader`` protocol and block iteration).
+"""
 
 from .strategies import (
     ClosestToCenterSelectionStrategy,
