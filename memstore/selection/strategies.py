@@ -2,10 +2,10 @@
 
 A strategy orders the rows of a group; a buffer keeps the first ``k``. Random order draws
 from the buffer's generator; herding (:mod:`.herding`) and closest-to-center
-(:mod:`.closest`) reproduce Avalanche 0.6.0's picks bit for bit (see docs/SEMANTICS.md) on in-memory float32
-features; chunked readers (:mod:`.readers`, e.g. a zarr array of the feature cache) go
-through the bounded-memory exact paths, and ``approximate=True`` through a FAISS IVF index
-(:mod:`.faiss_ivf`).
+(:mod:`.closest`) reproduce Avalanche 0.6.0's picks bit for bit (docs/SEMANTICS.md) on
+in-memory float32 features; chunked readers (:mod:`.readers`, e.g. a zarr array of the
+feature cache) go through the bounded-memory exact paths, and ``approximate=True`` through a
+FAISS IVF index (:mod:`.faiss_ivf`).
 """
 
 from __future__ import annotations
