@@ -169,13 +169,21 @@ class Experience:
         indices, so experiences cut from one dataset share one id space.
         """
         root, root_idx = _unwrap_subset(dataset)
-        targets = getattr(dataset, "targets", None)
-        tasks = getattr(dataset, "targets_task_labels", None)
+        targets = getattr(
+            dataset, "targets", None
+        )  # shape: allow Avalanche-style attributes of a user dataset
+        tasks = getattr(
+            dataset, "targets_task_labels", None
+        )  # shape: allow Avalanche-style attributes of a user dataset
         if targets is None and root_idx is not None:
-            root_targets = getattr(root, "targets", None)
+            root_targets = getattr(
+                root, "targets", None
+            )  # shape: allow Avalanche-style attributes of a user dataset
             if root_targets is not None:
                 targets = as_int_array(root_targets, "targets", "Experience")[root_idx]
-            root_tasks = getattr(root, "targets_task_labels", None)
+            root_tasks = getattr(
+                root, "targets_task_labels", None
+            )  # shape: allow Avalanche-style attributes of a user dataset
             if tasks is None and root_tasks is not None:
                 tasks = as_int_array(root_tasks, "task_labels", "Experience")[root_idx]
         if targets is None:

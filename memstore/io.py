@@ -8,6 +8,7 @@ and the shard sources both go through it.
 
 from __future__ import annotations
 
+import datetime
 import os
 import posixpath
 import time
@@ -325,7 +326,7 @@ class FsspecFiles:
             self._delete_folder_key(folder)
 
     def _delete_folder_key(self, folder: str) -> None:
-        call = getattr(self.fs, "call_s3", None)
+        call = getattr(self.fs, "call_s3", None)  # shape: allow s3fs-only folder keys
         if call is None:
             return
         bucket, _, key = folder.partition("/")
@@ -401,7 +402,7 @@ class FsspecFiles:
 def _is_precondition_failure(err: BaseException) -> bool:
     """An S3 412 PreconditionFailed / 409 ConditionalRequestConflict, however s3fs wrapped it."""
     for exc in (err, err.__cause__):
-        response = getattr(exc, "response", None)
+        response = getattr(exc, "response", None)  # shape: allow botocore ClientError payload
         if isinstance(response, dict):
             code = str(response.get("Error", {}).get("Code", ""))
             status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -415,6 +416,6 @@ def _is_precondition_failure(err: BaseException) -> bool:
 
 def _stamp(info: dict) -> float:
     stamp = info.get("LastModified") or info.get("mtime") or info.get("created")
-    if hasattr(stamp, "timestamp"):
+    if isinstance(stamp, datetime.datetime):
         return float(stamp.timestamp())
     return float(stamp) if stamp is not None else time.time()

@@ -132,7 +132,8 @@ def cached_features(
 
     keys = np.asarray(keys, dtype=np.int64)
     key = cache_key(fingerprint(dataset), model_fingerprint(model, layer_name), layer_name)
-    attrs = {"source": getattr(dataset, "name", None), "layer": layer_name, "n": len(dataset)}
+    label = getattr(dataset, "name", None)  # shape: allow optional label of a user dataset
+    attrs = {"source": label, "layer": layer_name, "n": len(dataset)}
     cache = store.open_feature_cache(key)
     todo = np.unique(keys) if cache is None else cache.missing(keys)
     fresh: np.ndarray | None = None  # rows computed now, as stored: no read-back needed

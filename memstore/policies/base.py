@@ -95,6 +95,20 @@ class ExemplarsBuffer(ABC):
         self._generator = make_generator(self.seed, owner)
         self._num_updates = 0
 
+    @classmethod
+    def sharing_generator(cls, max_size: int, generator: torch.Generator):
+        """A bare instance that draws from ``generator`` (a group of a balanced buffer).
+
+        Skips the constructor's checks: a group's size may be 0 and its draws are its
+        parent's. The subclass fills in its rows.
+        """
+        group = cls.__new__(cls)
+        group._max_size = int(max_size)
+        group.seed = 0
+        group._generator = generator
+        group._num_updates = 0
+        return group
+
     # -- public API -------------------------------------------------------------------------
     @property
     def max_size(self) -> int:

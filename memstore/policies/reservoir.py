@@ -27,11 +27,7 @@ class ReservoirSamplingBuffer(ExemplarsBuffer, policy=True):
     @classmethod
     def make_group(cls, max_size: int, generator: torch.Generator) -> ReservoirSamplingBuffer:
         """A group of a balanced buffer: shares its parent's generator; may be empty."""
-        group = cls.__new__(cls)
-        group._max_size = int(max_size)
-        group.seed = 0
-        group._generator = generator
-        group._num_updates = 0
+        group = cls.sharing_generator(max_size, generator)
         group._exemplars = ExemplarSet.empty()
         group._weights = np.empty(0, dtype=np.float32)
         return group

@@ -47,6 +47,10 @@ __all__ = [
     "Int8Scores",
 ]
 
+# torch's weight-only int8 mat-mul is private API: looked up once, guarded, checked on a probe
+# before each use (Int8Scores), with the float32 path as the fallback.
+_INT8_KERNEL = getattr(torch, "_weight_int8pack_mm", None)  # shape: allow private torch kernel
+
 _U32 = 2.0**-24  # unit roundoff of float32
 _EPS32 = 2.0**-23  # float32 machine epsilon
 _UBF16 = 2.0**-8  # unit roundoff of bfloat16
@@ -235,7 +239,7 @@ class Int8Scores:
         probe = np.cos(np.arange(self.d) * 0.7) * (1 + np.arange(self.d) % 3)
         self.a[0, : self.d] = torch.from_numpy(probe)
         a64 = self.a[0, : self.d].double().numpy()
-        out = torch._weight_int8pack_mm(self.a, self.q[: len(q)], self.scales2[: len(q)])
+        out = _INT8_KERNEL(self.a, self.q[: len(q)], self.scales2[: len(q)])
         yhat = q.astype(np.float64) * scales[:, None].astype(np.float64)
         exact = 2 * (yhat @ a64)
         bound = 2 * np.linalg.norm(yhat, axis=1) * np.linalg.norm(a64) * self.kappa + 1e-30
@@ -250,7 +254,7 @@ class Int8Scores:
         an = float(a64 @ a64) ** 0.5
         a64 -= tp
         query = float(a64 @ a64) ** 0.5 + self.kappa * an  # bf16 query, kernel rounding
-        out = torch._weight_int8pack_mm(self.a, self.q, self.scales2)
+        out = _INT8_KERNEL(self.a, self.q, self.scales2)
         est = self.sq - out[0].float().numpy()
         ym = self.ymax
         omax = self.yh2max * an * (1 + self.kappa)
@@ -283,7 +287,7 @@ def make_scores(
         n * d >= _INT8_MIN_ELEMENTS
         and k >= _INT8_MIN_K
         and n * dpad < 2**31  # the kernel indexes with 32-bit ints
-        and hasattr(torch, "_weight_int8pack_mm")
+        and _INT8_KERNEL is not None
     ):
         try:
             return Int8Scores(x32, c32, xmax)

@@ -119,7 +119,9 @@ class DatasetSource:
 
     @property
     def targets(self) -> Any:
-        return getattr(self.dataset, "targets", None)
+        return getattr(
+            self.dataset, "targets", None
+        )  # shape: allow the one adapter of plain datasets
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -129,16 +131,22 @@ class DatasetSource:
 
     def get_many(self, ids: Any) -> Sequence[Any]:
         ids = np.asarray(ids, dtype=np.int64)
-        getitems = getattr(self.dataset, "__getitems__", None)
+        getitems = getattr(
+            self.dataset, "__getitems__", None
+        )  # shape: allow the one adapter of plain datasets
         if getitems is not None:
             return getitems(ids.tolist())
         return [self.dataset[int(i)] for i in ids]
 
     def fingerprint(self) -> str:
-        own = getattr(self.dataset, "fingerprint", None)
+        own = getattr(
+            self.dataset, "fingerprint", None
+        )  # shape: allow the one adapter of plain datasets
         if callable(own):
             return str(own())
-        tasks = getattr(self.dataset, "targets_task_labels", None)
+        tasks = getattr(
+            self.dataset, "targets_task_labels", None
+        )  # shape: allow the one adapter of plain datasets
         return targets_fingerprint(len(self.dataset), self.targets, tasks)
 
     def __repr__(self) -> str:
@@ -161,7 +169,8 @@ def as_source(dataset: Any) -> Source:
     """
     if isinstance(dataset, Source):
         return dataset
-    if callable(getattr(dataset, "iter_batches", None)):
+    stream = getattr(dataset, "iter_batches", None)  # shape: allow the adapter of plain datasets
+    if callable(stream):
         return StreamingDatasetSource(dataset)
     return DatasetSource(dataset)
 
