@@ -53,7 +53,7 @@ def open_store(
 
 
 class Store:
-    """A memstore hierarchy. Use :func:`open_store`. The only memstore module that does I/O.
+    """A memstore hierarchy. Use :func:`open_store`.
 
     Every failure of an operation is a :class:`~memstore.errors.MemstoreError` that also
     inherits the built-in a caller would catch (``KeyError``, ``ValueError``, ``OSError``...).
