@@ -8,12 +8,16 @@ from .errors import (
     CorruptStoreError,
     DetachedStrategyError,
     FormatVersionError,
+    InvalidParameterError,
+    InvalidParameterTypeError,
     MemstoreError,
     MissingSourceError,
     ReadOnlyStoreError,
     SourceMismatchError,
     StoreAccessError,
+    StoreExistsError,
     StoreNotFoundError,
+    StorePermissionError,
 )
 from .experiences import ExemplarSet, Experience
 from .features import extract_features
@@ -71,7 +75,11 @@ __all__ = [
     "Problem",
     "Store",
     "StoreAccessError",
+    "StoreExistsError",
     "StoreNotFoundError",
+    "StorePermissionError",
+    "InvalidParameterError",
+    "InvalidParameterTypeError",
     "buffer_from_state",
     "open_store",
     "extract_features",

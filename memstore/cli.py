@@ -1,7 +1,8 @@
 """The ``memstore`` command: inspect, log, verify and gc a store. Thin: calls the public API.
 
-Errors from memstore print as one line (no traceback) and exit with status 2; ``verify``
-exits 1 when it finds damage.
+Errors from memstore (:class:`~memstore.errors.MemstoreError`, which every failure of a store
+operation is) print as one line (no traceback) and exit with status 2; ``verify`` exits 1 when
+it finds damage. Bad command-line syntax is argparse's (usage message, status 2).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 from typing import Any
 
 from memstore.errors import MemstoreError
-from memstore.store.store import open_store
+from memstore.store import open_store
 
 __all__ = ["main"]
 
@@ -189,9 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `memstore inspect ... | head`
         sys.stderr.close()
         return 0
-    except (MemstoreError, OSError, ValueError, KeyError) as err:
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"memstore {args.command}: error: {msg}", file=sys.stderr)
+    except MemstoreError as err:  # every failure of a store operation is one
+        print(f"memstore {args.command}: error: {err}", file=sys.stderr)
         return 2
 
 

@@ -21,6 +21,9 @@ __all__ = [
     "StoreAccessError",
     "StrategyMismatchError",
     "StoreExistsError",
+    "StorePermissionError",
+    "InvalidParameterError",
+    "InvalidParameterTypeError",
 ]
 
 
@@ -85,3 +88,15 @@ class StrategyMismatchError(MemstoreError, ValueError):
 
 class StoreExistsError(MemstoreError, FileExistsError):
     """A store already exists where one was to be created (``mode="w-"``)."""
+
+
+class StorePermissionError(MemstoreError, PermissionError):
+    """The store refused access: missing or wrong credentials, no write permission."""
+
+
+class InvalidParameterError(MemstoreError, ValueError):
+    """A store operation got a parameter of the right type but a wrong value."""
+
+
+class InvalidParameterTypeError(MemstoreError, TypeError):
+    """A store operation got a parameter of the wrong type."""

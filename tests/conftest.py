@@ -1,14 +1,8 @@
-"""Generic test set-up: make the helpers in this folder (``reference.py``) importable."""
+"""Generic test set-up: the default store location and the loopback S3 servers."""
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
-
-_TESTS = str(Path(__file__).resolve().parent)
-if _TESTS not in sys.path:
-    sys.path.insert(0, _TESTS)
 
 
 @pytest.fixture
@@ -22,7 +16,7 @@ def storage_options() -> dict | None:
     return None
 
 
-# -- loopback S3 servers (see tests/s3server.py): started once per session, only if needed --
+# -- loopback S3 servers (memstore/testing/s3server.py): started once per session, if needed --
 
 
 @pytest.fixture(scope="session")

@@ -10,11 +10,11 @@ import sys
 import fsspec
 import numpy as np
 import pytest
-from _store_child import child_env, make_sources, run_stream
 
 import memstore
 from memstore import open_store
 from memstore.cli import main
+from memstore.testing.store_child import child_env, make_sources, run_stream
 
 
 @pytest.fixture
@@ -133,6 +133,10 @@ def test_gc(store, store_url, capsys):
         (["inspect", "{url}", "cb", "--commit", "9"], "has no commit 9"),
         (["gc", "{url}", "--keep", "0"], "'keep' parameter"),
         (["verify", "{url}/missing"], "No memstore"),
+        (["log", "{url}", "../x"], "'name' parameter of Store.log"),
+        (["inspect", "{url}", "cb", "--commit", "-1"], "'commit' parameter"),
+        (["verify", "nosuchproto://x"], "'nosuchproto'"),
+        (["gc", "{url}/buffers/cb", "--keep", "1"], "not a memstore"),
     ],
 )
 def test_errors_print_one_line_and_exit_nonzero(store, store_url, capsys, argv, message):

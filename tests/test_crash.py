@@ -1,9 +1,9 @@
 """Crash safety: a writer SIGKILLed at random instants of its commits never tears the store.
 
-A server process (``tests/_store_child.py crash-server``) imports memstore once and forks a
-fresh worker per round; the worker resumes the buffer from the store and saves in a loop,
-printing a marker as each phase of a commit starts (snapshot ``write``, ``fsync``, manifest
-``publish``, just before and just after the ``os.link`` that publishes it) and
+A server process (``python -m memstore.testing.store_child crash-server``) imports memstore
+once and forks a fresh worker per round; the worker resumes the buffer from the store and saves
+in a loop, printing a marker as each phase of a commit starts (snapshot ``write``, ``fsync``,
+manifest ``publish``, just before and just after the ``os.link`` that publishes it) and
 ``ack SEQ CHECKSUM`` after each save returns. The parent picks a target phase, waits for its
 marker, sleeps a random part of the phase's typical duration and SIGKILLs the worker. The
 worker's last marker tells where it died, hence which commit must be the latest. The stream is
@@ -19,14 +19,12 @@ import random
 import signal
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
 
-from _store_child import CHILD, child_env, crash_buffer, crash_step, state_checksum
-
 from memstore import open_store
+from memstore.testing.store_child import CHILD, child_env, crash_buffer, crash_step, state_checksum
 
 NAME = "mem"
 ROWS = 60_000  # a save writes 60k rows x 6 columns: ~50-150 ms with its fsyncs
@@ -55,7 +53,7 @@ class Server:
 
     def __init__(self, url: str, options: dict | None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, CHILD, "crash-server", url, NAME, str(ROWS)],
+            [*CHILD, "crash-server", url, NAME, str(ROWS)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -5,74 +5,66 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import test_concurrency
-import test_store
-from test_store import *  # noqa: F403 - the same test bodies, run with s3:// URLs
 
 import memstore
+from memstore.testing.reference import assert_state_equal
+from memstore.testing.store_child import make_sources, run_stream
+from memstore.testing.store_suite import ConcurrencyTests, StoreTests, fs_root
 
 pytestmark = pytest.mark.s3
-
-# Local-path-only cases (no store_url): they already run in test_store.py.
-for _local_only in (
-    "test_unknown_url_scheme",
-    "test_unwritable_path",
-    "test_storage_options_with_a_local_path",
-):
-    globals().pop(_local_only, None)
 
 
 @pytest.fixture
 def s3_server(seaweedfs_server):
-    """The whole store suite runs on SeaweedFS (atomic conditional PUTs, auth enforced);
-    moto gets the round trip below (its suite run would double the time for little more)."""
+    """Tests here that take ``s3_server`` run on SeaweedFS only."""
     return seaweedfs_server
 
 
-@pytest.fixture
-def storage_options(s3_server):
-    return s3_server.storage_options()
+class TestSeaweedFSStore(StoreTests):
+    """The whole store suite runs on SeaweedFS (atomic conditional PUTs, auth enforced);
+    moto gets the round trip below (its suite run would double the time for little more)."""
+
+    @pytest.fixture
+    def storage_options(self, seaweedfs_server):
+        return seaweedfs_server.storage_options()
+
+    @pytest.fixture
+    def store_url(self, seaweedfs_server):
+        return seaweedfs_server.url(seaweedfs_server.make_bucket(), "m.zarr")
 
 
-@pytest.fixture
-def store_url(s3_server):
-    return s3_server.url(s3_server.make_bucket(), "m.zarr")
+class TestSeaweedFSConcurrency(ConcurrencyTests):
+    """Real processes racing on a server whose conditional PUT is atomic (fewer tries than
+    locally: SeaweedFS stalls about a second on every same-key collision)."""
+
+    tries = 8
+
+    @pytest.fixture
+    def storage_options(self, seaweedfs_server):
+        return seaweedfs_server.storage_options()
+
+    @pytest.fixture
+    def store_url(self, seaweedfs_server):
+        return seaweedfs_server.url(seaweedfs_server.make_bucket(), "m.zarr")
 
 
-def test_round_trip_history_verify_gc_on_moto(moto_server, sources):
+def test_round_trip_history_verify_gc_on_moto(moto_server):
+    sources = make_sources()
     url = moto_server.url(moto_server.make_bucket(), "m.zarr")
     options = moto_server.storage_options()
     store = memstore.open_store(url, storage_options=options)
     states = []
     for steps in (1, 2, 3):
-        buf = test_store.run_stream("class", steps, sources)
+        buf = run_stream("class", steps, sources)
         store.save("b", buf, message=f"after {steps}")
         states.append(buf.state_dict())
     again = memstore.open_store(url, mode="r", storage_options=options)
     assert [c.message for c in again.log("b")] == ["after 1", "after 2", "after 3"]
     for seq, state in enumerate(states):
-        test_store.assert_state_equal(again.load("b", commit=seq).state_dict(), state)
+        assert_state_equal(again.load("b", commit=seq).state_dict(), state)
     assert again.verify() == []
     store.gc(keep=1, grace_seconds=0)
     assert [c.seq for c in store.log("b")] == [2] and store.verify() == []
-
-
-@pytest.fixture
-def seaweed_url(seaweedfs_server):
-    return seaweedfs_server.url(seaweedfs_server.make_bucket(), "m.zarr")
-
-
-def test_two_writers_and_a_reader_on_seaweedfs(seaweed_url, seaweedfs_server, monkeypatch):
-    """Real processes racing on a server whose conditional PUT is atomic (fewer tries than
-    locally: SeaweedFS stalls about a second on every same-key collision)."""
-    monkeypatch.setattr(test_concurrency, "TRIES", 8)
-    test_concurrency.test_two_writers_and_a_reader(seaweed_url, seaweedfs_server.storage_options())
-
-
-def test_loser_of_a_race_on_seaweedfs(seaweed_url, seaweedfs_server):
-    test_concurrency.test_the_loser_of_a_race_gets_concurrent_commit_error(
-        seaweed_url, seaweedfs_server.storage_options()
-    )
 
 
 def _small_buffer() -> memstore.ClassBalancedBuffer:
@@ -84,15 +76,17 @@ def _small_buffer() -> memstore.ClassBalancedBuffer:
 def test_missing_credentials_is_a_clear_error(seaweedfs_server, no_aws_env):
     url = seaweedfs_server.url(seaweedfs_server.make_bucket(), "m.zarr")
     options = seaweedfs_server.storage_options(key=None, secret=None)
-    with pytest.raises(PermissionError, match="No credentials"):
+    with pytest.raises(PermissionError, match="No credentials") as info:
         memstore.open_store(url, storage_options=options)
+    assert isinstance(info.value, memstore.StorePermissionError)
 
 
 def test_wrong_credentials_is_a_clear_error(seaweedfs_server):
     url = seaweedfs_server.url(seaweedfs_server.make_bucket(), "m.zarr")
-    with pytest.raises(PermissionError, match="refused"):
+    with pytest.raises(PermissionError, match="refused") as info:
         memstore.open_store(url, storage_options=seaweedfs_server.storage_options(secret="bad"))
-    fs = test_store.fs_root(url, seaweedfs_server.storage_options())[0]
+    assert isinstance(info.value, memstore.StorePermissionError)
+    fs = fs_root(url, seaweedfs_server.storage_options())[0]
     assert fs.find(url.removeprefix("s3://")) == []  # nothing written
 
 

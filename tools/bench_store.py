@@ -19,8 +19,6 @@ import numpy as np
 
 import memstore
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def make_buffer(rows: int, classes: int) -> memstore.ClassBalancedBuffer:
     rng = np.random.default_rng(0)

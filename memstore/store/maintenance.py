@@ -3,121 +3,135 @@
 from __future__ import annotations
 
 import json
-import re
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 from memstore.errors import MemstoreError
 
-if TYPE_CHECKING:
-    from .store import Problem, Store
+from . import layout
+from .history import History
+from .source_index import SourceIndexes
 
-__all__ = ["verify_store", "gc_store"]
-
-_SNAPSHOT_REF = re.compile(r"^snapshots/\d{10}-[0-9a-f]{8}$")
+__all__ = ["Problem", "verify_store", "gc_store"]
 
 
-def _scan_buffer(store: Store, name: str, check_data: bool = True):
-    """(published seqs, manifest problems, referenced snapshots, debris) of one buffer.
+@dataclass(frozen=True)
+class Problem:
+    """Something ``verify`` found: ``severity`` is ``"error"`` (damage) or ``"debris"``."""
+
+    path: str
+    message: str
+    severity: str = "error"
+
+
+@dataclass
+class _BufferScan:
+    seqs: list[int] = field(default_factory=list)  # published, ascending
+    problems: list[Problem] = field(default_factory=list)
+    debris: list[str] = field(default_factory=list)
+
+
+def _scan_buffer(history: History, name: str, check_data: bool = True) -> _BufferScan:
+    """Published seqs, manifest problems and debris of one buffer.
 
     ``check_data`` reads every snapshot and checks its checksums (verify); gc only needs the
     manifests, so it skips that O(data) pass.
     """
-    from .store import _MANIFEST, _SNAPSHOT, Problem
-
-    problems: list[Problem] = []
-    debris: list[str] = []
-    referenced: dict[str, int] = {}
+    files = history.conn.files
+    scan = _BufferScan()
+    referenced: set[str] = set()
     damaged: set[int] = set()  # seqs whose manifest exists but cannot be read
-    commits = f"buffers/{name}/commits"
-    seqs = []
-    for entry in store.files.listdir(commits):
-        m = _MANIFEST.match(entry)
-        if not m:
-            debris.append(f"{commits}/{entry}")
+    commits = layout.commits_dir(name)
+    for entry in files.listdir(commits):
+        seq = layout.manifest_seq(entry)
+        if seq is None:
+            scan.debris.append(f"{commits}/{entry}")
             continue
-        seq = int(m.group(1))
-        seqs.append(seq)
+        scan.seqs.append(seq)
         try:
-            manifest = store._manifest(name, seq)
+            parsed = history.manifest(name, seq, owner="Store.verify")
         except MemstoreError as err:
-            problems.append(Problem(f"{commits}/{entry}", str(err)))
+            scan.problems.append(Problem(f"{commits}/{entry}", str(err)))
             damaged.add(seq)
             continue
-        referenced[manifest["snapshot"].split("/")[-1]] = seq
+        referenced.add(parsed["snapshot"].split("/")[-1])
         if not check_data:
             continue
+        snapshot = layout.snapshot_path(name, parsed["snapshot"])
         try:
-            store._state_of(name, manifest)
+            history.state_of(name, parsed)
         except MemstoreError as err:
-            problems.append(Problem(f"buffers/{name}/{manifest['snapshot']}", str(err)))
-            if not store.files.exists(f"buffers/{name}/{manifest['snapshot']}"):
-                problems[-1] = Problem(
-                    f"buffers/{name}/{manifest['snapshot']}",
-                    f"snapshot referenced by commit {seq} is missing",
+            if files.exists(snapshot):
+                scan.problems.append(Problem(snapshot, str(err)))
+            else:
+                scan.problems.append(
+                    Problem(snapshot, f"snapshot referenced by commit {seq} is missing")
                 )
-    for entry in store.files.listdir(f"buffers/{name}/snapshots"):
-        m = _SNAPSHOT.match(entry)
-        if entry not in referenced and not (m and int(m.group(1)) in damaged):
+    for entry in files.listdir(layout.snapshots_dir(name)):
+        if entry not in referenced and layout.snapshot_seq(entry) not in damaged:
             # A damaged manifest's snapshot is evidence for repair, not debris.
-            debris.append(f"buffers/{name}/snapshots/{entry}")
-    return sorted(seqs), problems, referenced, debris
+            scan.debris.append(f"{layout.snapshots_dir(name)}/{entry}")
+    scan.seqs.sort()
+    return scan
 
 
-def verify_store(store: Store) -> list[Problem]:
-    """Every manifest parses, every snapshot exists and matches its checksums; debris listed."""
-    from .store import Problem
+def verify_store(history: History, sources: SourceIndexes) -> list[Problem]:
+    """Every manifest parses, every snapshot exists and matches its checksums; debris listed.
 
+    Cost: reads every published snapshot and source index once, O(store size).
+    """
+    files = history.conn.files
     out: list[Problem] = []
-    for name in store.files.listdir("buffers"):
-        _seqs, problems, _ref, debris = _scan_buffer(store, name)
-        out.extend(problems)
+    for name in files.listdir(layout.BUFFERS):
+        scan = _scan_buffer(history, name)
+        out.extend(scan.problems)
         out.extend(
-            Problem(p, "leftover from an interrupted or lost commit", "debris") for p in debris
+            Problem(p, "leftover from an interrupted or lost commit", "debris") for p in scan.debris
         )
-    for entry in store.files.listdir(".memstore"):
-        out.append(Problem(f".memstore/{entry}", "leftover probe file", "debris"))
-    for name in store.files.listdir("sources"):
+    for entry in files.listdir(layout.PROBES):
+        out.append(Problem(f"{layout.PROBES}/{entry}", "leftover probe file", "debris"))
+    for name in files.listdir(layout.SOURCES):
         try:
-            store.read_source_index(name)
+            sources.read(name)
         except MemstoreError as err:
-            out.append(Problem(f"sources/{name}", str(err)))
+            out.append(Problem(layout.source_dir(name), str(err)))
     return out
 
 
-def gc_store(store: Store, keep: int, grace_seconds: float) -> list[str]:
+def gc_store(history: History, keep: int, grace_seconds: float) -> list[str]:
     """Drop commits beyond the last ``keep`` per buffer, then debris older than the grace."""
+    files = history.conn.files
     removed: list[str] = []
     now = time.time()
 
     def old_enough(path: str) -> bool:
         try:
-            return now - store.files.mtime(path) >= grace_seconds
+            return now - files.mtime(path) >= grace_seconds
         except (FileNotFoundError, OSError):
             return True
 
-    for name in store.files.listdir("buffers"):
-        seqs, _problems, referenced, debris = _scan_buffer(store, name, check_data=False)
-        for seq in seqs[:-keep]:
-            path = store._manifest_path(name, seq)
+    for name in files.listdir(layout.BUFFERS):
+        scan = _scan_buffer(history, name, check_data=False)
+        for seq in scan.seqs[:-keep]:
+            path = layout.manifest_path(name, seq)
             snapshot = None
             try:
-                snapshot = json.loads(store.files.read(path)).get("snapshot")
+                snapshot = json.loads(files.read(path)).get("snapshot")
             except (ValueError, OSError, AttributeError):
                 pass
-            if not (isinstance(snapshot, str) and _SNAPSHOT_REF.match(snapshot)):
+            if not (isinstance(snapshot, str) and layout.SNAPSHOT_REF.match(snapshot)):
                 snapshot = None  # never follow a damaged reference out of the buffer
-            store.files.delete(path)  # manifest first: never a manifest without its data
+            files.delete(path)  # manifest first: never a manifest without its data
             removed.append(path)
             if snapshot:
-                store.files.delete(f"buffers/{name}/{snapshot}")
-                removed.append(f"buffers/{name}/{snapshot}")
-        for path in debris:  # a writer still committing has written it within the grace
+                files.delete(layout.snapshot_path(name, snapshot))
+                removed.append(layout.snapshot_path(name, snapshot))
+        for path in scan.debris:  # a writer still committing has written it within the grace
             if old_enough(path):
-                store.files.delete(path)
+                files.delete(path)
                 removed.append(path)
-    for entry in store.files.listdir(".memstore"):
-        if old_enough(f".memstore/{entry}"):
-            store.files.delete(f".memstore/{entry}")
-            removed.append(f".memstore/{entry}")
+    for entry in files.listdir(layout.PROBES):
+        if old_enough(f"{layout.PROBES}/{entry}"):
+            files.delete(f"{layout.PROBES}/{entry}")
+            removed.append(f"{layout.PROBES}/{entry}")
     return removed

@@ -5,7 +5,8 @@ experiences, a resize after the third), one buffer factory per policy, a seeded 
 and :func:`state_checksum`. The test in the parent and this script in a fresh process build the
 same objects from the same names, so the child can resume a buffer the parent saved.
 
-Run as a script (``python tests/_store_child.py MODE ...``):
+Run as a module (``python -m memstore.testing.store_child MODE ...``; :data:`CHILD` is that
+command line):
 
 * ``resume URL JOBS_JSON`` — for each ``{"name", "policy"}`` job, load the buffer from the
   store (checking source fingerprints; herding gets its model re-attached), apply the remaining
@@ -43,6 +44,24 @@ from memstore import (
     ParametricBuffer,
     ReservoirSamplingBuffer,
 )
+
+__all__ = [
+    "CHILD",
+    "NUM_STEPS",
+    "POLICIES",
+    "make_sources",
+    "make_experience",
+    "make_model",
+    "strategy_for",
+    "apply_step",
+    "run_stream",
+    "state_checksum",
+    "crash_buffer",
+    "crash_step",
+    "child_env",
+    "writer_buffer",
+    "main",
+]
 
 NUM_STEPS = 5
 RESIZE_AFTER = 2  # step 2 ends with a resize to RESIZED
@@ -179,8 +198,13 @@ def _emit(text: str) -> None:
 
 
 def _instrument(store: memstore.Store) -> None:
-    """Print a marker when each phase of a commit starts (and widen the link window a bit)."""
+    """Print a marker when each phase of a commit starts (and widen the link window a bit).
+
+    Only ever called in a forked worker, which exits after its save loop: the patches below
+    (of module functions and of the store's file layer) never leak into another test.
+    """
     import memstore.io as files_mod
+    import memstore.store.snapshots as snapshots_mod
 
     def marked(phase: str, fn: Any) -> Any:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -189,7 +213,7 @@ def _instrument(store: memstore.Store) -> None:
 
         return wrapper
 
-    store._write_arrays = marked("write", store._write_arrays)
+    snapshots_mod.write_arrays = marked("write", snapshots_mod.write_arrays)
     store.files.sync_tree = marked("fsync", store.files.sync_tree)
     store.files.create_if_absent = marked("publish", store.files.create_if_absent)
     real_link = os.link
@@ -263,10 +287,10 @@ def open_store(url: str, mode: str = "a") -> memstore.Store:
 
 
 def child_env(storage_options: dict[str, Any] | None = None) -> dict[str, str]:
-    """Environment for running this script: the repo and tests importable, one thread."""
-    here = os.path.dirname(os.path.abspath(__file__))
+    """Environment for running :data:`CHILD`: this memstore importable, one thread."""
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(memstore.__file__)))
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(here), here, env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([package_parent, env.get("PYTHONPATH", "")])
     env["OMP_NUM_THREADS"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
     if storage_options:
@@ -274,7 +298,7 @@ def child_env(storage_options: dict[str, Any] | None = None) -> dict[str, str]:
     return env
 
 
-CHILD = os.path.abspath(__file__)
+CHILD = (sys.executable, "-m", "memstore.testing.store_child")  # the child's command line
 
 
 def resume(url: str, jobs: list[dict[str, str]]) -> None:

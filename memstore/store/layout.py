@@ -1,0 +1,131 @@
+"""Every path and file-name rule of the store format (see ``FORMAT.md``).
+
+Paths are '/'-separated and relative to the store root, as :mod:`memstore.io` takes them.
+Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+__all__ = [
+    "FORMAT_VERSION",
+    "FORMAT_ATTRIBUTE",
+    "ROOT_METADATA",
+    "BUFFERS",
+    "SOURCES",
+    "FEATURES",
+    "PROBES",
+    "MANIFEST_NAME",
+    "SNAPSHOT_NAME",
+    "SNAPSHOT_REF",
+    "buffer_dir",
+    "commits_dir",
+    "snapshots_dir",
+    "manifest_path",
+    "manifest_seq",
+    "new_snapshot_ref",
+    "snapshot_id",
+    "snapshot_seq",
+    "snapshot_path",
+    "is_snapshot_ref_of",
+    "source_dir",
+    "source_record_path",
+    "new_source_index_prefix",
+    "feature_dir",
+    "feature_values_metadata",
+    "new_probe_dir",
+]
+
+FORMAT_VERSION = 1
+FORMAT_ATTRIBUTE = "memstore_format"  # attribute of the root group holding FORMAT_VERSION
+ROOT_METADATA = "zarr.json"
+
+BUFFERS = "buffers"
+SOURCES = "sources"
+FEATURES = "features"
+PROBES = ".memstore"  # conditional-write probes (removed right after the probe)
+
+MANIFEST_NAME = re.compile(r"^(\d{10})\.json$")  # buffers/<name>/commits/<seq>.json
+SNAPSHOT_NAME = re.compile(r"^(\d{10})-([0-9a-f]{8})$")  # buffers/<name>/snapshots/<seq>-<id>
+SNAPSHOT_REF = re.compile(r"^snapshots/\d{10}-[0-9a-f]{8}$")  # a manifest's "snapshot" field
+
+
+def buffer_dir(name: str) -> str:
+    return f"{BUFFERS}/{name}"
+
+
+def commits_dir(name: str) -> str:
+    return f"{BUFFERS}/{name}/commits"
+
+
+def snapshots_dir(name: str) -> str:
+    return f"{BUFFERS}/{name}/snapshots"
+
+
+def manifest_path(name: str, seq: int) -> str:
+    """``buffers/<name>/commits/<seq>.json``, ``seq`` zero-padded to 10 digits."""
+    return f"{commits_dir(name)}/{seq:010d}.json"
+
+
+def manifest_seq(entry: str) -> int | None:
+    """The seq of a file name in ``commits/`` (``None`` if it is not a manifest's name)."""
+    m = MANIFEST_NAME.match(entry)
+    return int(m.group(1)) if m else None
+
+
+def new_snapshot_ref(seq: int) -> str:
+    """A fresh, never-reused snapshot reference ``snapshots/<seq>-<8 hex>``."""
+    return f"snapshots/{seq:010d}-{uuid.uuid4().hex[:8]}"
+
+
+def snapshot_id(ref: str) -> str:
+    """The 8-hex id of a snapshot reference (the commit's ``id``)."""
+    return ref[-8:]
+
+
+def snapshot_seq(entry: str) -> int | None:
+    """The seq of a folder name in ``snapshots/`` (``None`` if it is not a snapshot's name)."""
+    m = SNAPSHOT_NAME.match(entry)
+    return int(m.group(1)) if m else None
+
+
+def snapshot_path(name: str, ref: str) -> str:
+    """``buffers/<name>/<ref>``: where a manifest's snapshot reference points."""
+    return f"{buffer_dir(name)}/{ref}"
+
+
+def is_snapshot_ref_of(ref: object, seq: int) -> bool:
+    """Whether ``ref`` is a well-formed snapshot reference of commit ``seq``."""
+    return (
+        isinstance(ref, str)
+        and bool(SNAPSHOT_REF.match(ref))
+        and ref.startswith(f"snapshots/{seq:010d}-")
+    )
+
+
+def source_dir(name: str) -> str:
+    return f"{SOURCES}/{name}"
+
+
+def source_record_path(name: str) -> str:
+    return f"{SOURCES}/{name}/record.json"
+
+
+def new_source_index_prefix(name: str) -> str:
+    """A fresh prefix ``sources/<name>/index-<8 hex>`` for a source's index arrays."""
+    return f"{SOURCES}/{name}/index-{uuid.uuid4().hex[:8]}"
+
+
+def feature_dir(key: str) -> str:
+    return f"{FEATURES}/{key}"
+
+
+def feature_values_metadata(key: str) -> str:
+    """The file whose presence means the feature cache ``key`` exists."""
+    return f"{FEATURES}/{key}/values/{ROOT_METADATA}"
+
+
+def new_probe_dir() -> str:
+    return f"{PROBES}/probe-{uuid.uuid4().hex[:12]}"
