@@ -19,13 +19,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import sys
 import tempfile
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# examples/ is on sys.path when this file runs as a script: the shared digits set-up.
 from split_digits import (  # noqa: E402
     HIDDEN_LAYER,
     SOURCE,

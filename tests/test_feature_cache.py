@@ -9,30 +9,18 @@ import textwrap
 
 import numpy as np
 import pytest
-import torch
 
 import memstore
 from memstore.features.cache import CHUNK_ROWS
 from memstore.features.extract import cached_features, extract_features
+from memstore.testing.models import CountingModel
+from memstore.testing.models import make_source as make_counting_source
 
 N = 3 * CHUNK_ROWS + 123  # a partial last chunk
 
 
-class CountingModel(torch.nn.Module):
-    def __init__(self, d_in: int = 6, d_out: int = 4, seed: int = 0) -> None:
-        super().__init__()
-        torch.manual_seed(seed)
-        self.feat = torch.nn.Linear(d_in, d_out)
-        self.rows = 0
-
-    def forward(self, x):
-        self.rows += len(x)
-        return self.feat(x)
-
-
 def make_source(n: int = N) -> memstore.ArraySource:
-    rng = np.random.default_rng(0)
-    return memstore.ArraySource(rng.standard_normal((n, 6)).astype(np.float32), np.arange(n) % 5)
+    return make_counting_source(n)
 
 
 @pytest.fixture
@@ -77,12 +65,11 @@ def test_float16_cache(store):
 
 _CHILD = textwrap.dedent(
     """
-    import os, sys
+    import os
     import numpy as np
-    sys.path.insert(0, {tests!r})
     import memstore
     from memstore.features.extract import cached_features
-    from test_feature_cache import CountingModel, make_source
+    from memstore.testing.models import CountingModel, make_source
 
     forward = CountingModel.forward
 
@@ -93,7 +80,8 @@ _CHILD = textwrap.dedent(
 
     CountingModel.forward = dying
     store = memstore.open_store({url!r})
-    cached_features(CountingModel(), "feat", make_source(), np.arange({n}), store, batch_size=512)
+    src = make_source({n})
+    cached_features(CountingModel(), "feat", src, np.arange({n}), store, batch_size=512)
     """
 )
 
@@ -101,9 +89,7 @@ _CHILD = textwrap.dedent(
 def test_killed_extraction_resumes_where_it_stopped(tmp_path):
     url = str(tmp_path / "m.zarr")
     die_after = 2 * CHUNK_ROWS + 1024  # dies inside the third chunk
-    script = _CHILD.format(
-        tests=str(__import__("pathlib").Path(__file__).parent), url=url, die_after=die_after, n=N
-    )
+    script = _CHILD.format(url=url, die_after=die_after, n=N)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == 9, proc.stderr
     store = memstore.open_store(url)

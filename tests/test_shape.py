@@ -259,7 +259,6 @@ def test_command_line_exit_status_and_output(tmp_path):
     assert shape.main([str(not_a_package)]) == 2
 
 
-@pytest.mark.xfail(strict=False, reason="enabled after the issue-7 merge")
 def test_memstore_has_the_shape_of_issue_7():
     report = shape.check(ROOT / "memstore")
     assert report.findings == [], "\n".join(map(str, report.findings))

@@ -36,11 +36,8 @@ from pathlib import Path
 
 import faiss  # before torch (OpenMP runtimes)
 import numpy as np
-import zarr
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import torch  # noqa: E402
+import zarr
 
 from memstore.selection.closest import (  # noqa: E402
     chunked_closest_order,

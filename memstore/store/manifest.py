@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from memstore.errors import CorruptStoreError, FormatVersionError, SourceMismatchError
-from memstore.policies.buffers import STATE_FORMAT
+from memstore.policies import STATE_FORMAT
 from memstore.sources.arrays import fingerprint
 
 from . import layout

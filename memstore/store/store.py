@@ -25,7 +25,7 @@ from memstore.errors import (
 )
 from memstore.features.cache import FeatureCache
 from memstore.io import FsspecFiles, LocalFiles
-from memstore.policies.buffers import ExemplarsBuffer, buffer_from_state
+from memstore.policies import ExemplarsBuffer, buffer_from_state
 
 from . import checks, commit, connect, layout, manifest
 from .feature_caches import FeatureCaches
