@@ -32,6 +32,11 @@ KILLS = 54
 TARGETS = ("write", "fsync", "publish", "prelink", "linked", "random")
 # Phases after which the new commit is published (the loaded state must be the new one).
 PUBLISHED = {"linked", "saved"}
+# A kill aimed at "prelink" can land after os.link returned but before the worker wrote its
+# "linked" marker (the worker is preempted between the two syscalls; common on a loaded
+# 2-core machine). The store must then hold the previous or the next commit — both are
+# checked exactly below — but the marker cannot tell which.
+EITHER = {"prelink"}
 
 
 class Expected:
@@ -168,8 +173,10 @@ def test_sigkill_during_commits_leaves_previous_or_next_commit(store_url, storag
             errors = [p for p in store.verify() if p.severity == "error"]
             assert errors == [], f"killed in {where!r}: {errors}"
             latest = store.log(NAME)[-1].seq if NAME in store else -1
-            want = last + 1 if where in PUBLISHED else last
-            assert latest == want, f"killed in {where!r}: latest {latest}, expected {want}"
+            want = {last + 1 if where in PUBLISHED else last}
+            if where in EITHER:
+                want = {last, last + 1}
+            assert latest in want, f"killed in {where!r}: latest {latest}, expected {want}"
             if latest >= 0:
                 loaded = store.load(NAME)
                 assert state_checksum(loaded.state_dict()) == expected[latest], where
