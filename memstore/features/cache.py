@@ -138,21 +138,24 @@ class FeatureCache:
         """The entry at ``path`` of shape ``[n, d]``, created (with ``attrs``) if absent."""
         import zarr
 
-        if cls.exists(files, path):
-            cache = cls.attach(zstore, files, path, read_only)
-            if cache.shape != (n, d) or str(cache.values.dtype) != dtype:
-                raise ValueError(
-                    f"The feature cache at {path} holds {cache.shape} {cache.values.dtype}, "
-                    f"not ({n}, {d}) {dtype}: a different source or model produced it."
+        with ChunkClaims(files, f"{path}/claims").hold("create"):  # one creator
+            if not cls.exists(files, path):
+                group = zarr.open_group(store=zstore, path=path, mode="a")
+                group.attrs.update(attrs)
+                group.create_array(
+                    "values", shape=(n, d), dtype=dtype, chunks=(CHUNK_ROWS, d), fill_value=0
                 )
-            return cache
-        group = zarr.open_group(store=zstore, path=path, mode="a")
-        group.attrs.update(attrs)
-        group.create_array(
-            "values", shape=(n, d), dtype=dtype, chunks=(CHUNK_ROWS, d), fill_value=0
-        )
-        group.create_array("done", shape=(n,), dtype="uint8", chunks=(CHUNK_ROWS,), fill_value=0)
-        return cls(group, files, path, read_only)
+                group.create_array(
+                    "done", shape=(n,), dtype="uint8", chunks=(CHUNK_ROWS,), fill_value=0
+                )
+                return cls(group, files, path, read_only)
+        cache = cls.attach(zstore, files, path, read_only)
+        if cache.shape != (n, d) or str(cache.values.dtype) != dtype:
+            raise ValueError(
+                f"The feature cache at {path} holds {cache.shape} {cache.values.dtype}, "
+                f"not ({n}, {d}) {dtype}: a different source or model produced it."
+            )
+        return cache
 
     @staticmethod
     def exists(files: Files, path: str) -> bool:

@@ -32,7 +32,7 @@ class ChunkClaims:
     def __init__(self, files: Files, folder: str, lease_seconds: float = LEASE_SECONDS) -> None:
         self.files, self.folder, self.lease = files, folder, float(lease_seconds)
 
-    def path(self, chunk: int) -> str:
+    def path(self, chunk: int | str) -> str:
         return f"{self.folder}/{chunk}"
 
     def _stale(self, raw: bytes) -> bool:
@@ -41,14 +41,14 @@ class ChunkClaims:
         except (ValueError, KeyError, TypeError):
             return True  # an unreadable claim protects nothing
 
-    def held(self, chunk: int) -> bool:
+    def held(self, chunk: int | str) -> bool:
         """Whether a live claim on ``chunk`` exists (another writer is writing it)."""
         try:
             return not self._stale(self.files.read(self.path(chunk)))
         except FileNotFoundError:
             return False
 
-    def wait(self, chunk: int, timeout: float | None = None) -> None:
+    def wait(self, chunk: int | str, timeout: float | None = None) -> None:
         """Return once ``chunk`` has no live claim (or after ``timeout``, default the lease)."""
         end = time.monotonic() + (self.lease if timeout is None else timeout)
         delay = 0.005
@@ -57,8 +57,9 @@ class ChunkClaims:
             delay = min(delay * 2, 0.1)
 
     @contextmanager
-    def hold(self, chunk: int) -> Iterator[None]:
-        """Hold the claim on ``chunk`` for the duration of the block.
+    def hold(self, chunk: int | str) -> Iterator[None]:
+        """Hold the claim on ``chunk`` (a chunk number, or ``"create"`` for creating the
+        entry) for the duration of the block.
 
         Waits while another writer holds a live claim (up to two leases, then
         :class:`~memstore.errors.ConcurrentCommitError`), breaks a stale one.
