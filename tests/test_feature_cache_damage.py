@@ -44,6 +44,11 @@ CHUNK_DAMAGES = {
     "delete values": lambda p: os.remove(os.path.join(p, "values", "c", "1", "0")),
     "flip values": lambda p: _flip(os.path.join(p, "values", "c", "1", "0")),
     "truncate values": lambda p: open(os.path.join(p, "values", "c", "1", "0"), "r+b").truncate(7),
+    "delete sums (a cache written before checksums)": lambda p: os.remove(
+        os.path.join(p, "sums", "1")
+    ),
+    "flip sums": lambda p: _flip(os.path.join(p, "sums", "1"), at=30),
+    "bad json sums": lambda p: open(os.path.join(p, "sums", "1"), "w").write("{"),
     "delete done": lambda p: os.remove(os.path.join(p, "done", "c", "1")),
     "flip done": lambda p: _flip(os.path.join(p, "done", "c", "1")),
     "zero values": lambda p: open(os.path.join(p, "values", "c", "1", "0"), "r+b").write(
