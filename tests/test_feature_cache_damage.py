@@ -143,3 +143,15 @@ def test_fresh_fill_has_no_problems_and_reads_verify(filled):
     np.testing.assert_allclose(
         want, extract_features(CountingModel(), "feat", src, np.arange(N)), rtol=1e-6, atol=1e-6
     )
+
+
+def test_bad_writes_are_refused_and_change_nothing(tmp_path):
+    store = memstore.open_store(str(tmp_path / "m.zarr"))
+    cache = store.feature_cache("k", CHUNK_ROWS, 2)
+    with pytest.raises(ValueError, match="unique.*0"):
+        cache.write(np.r_[np.zeros(2, int), np.arange(2, CHUNK_ROWS)], np.ones((CHUNK_ROWS, 2)))
+    with pytest.raises(ValueError, match=r"\[0, 4096\).*\[4096\]"):
+        cache.write([1, CHUNK_ROWS], np.ones((2, 2)))
+    assert cache.num_done() == 0 and cache.missing([0, 1]).tolist() == [0, 1]
+    with pytest.raises(KeyError, match="no features for ids"):
+        cache.read([0])

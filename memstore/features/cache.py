@@ -347,6 +347,7 @@ class FeatureCache:
         self._check_ids(ids)
         order = np.argsort(ids, kind="stable")
         ids, features = ids[order], np.asarray(features)[order]
+        _check_unique(ids, self.path)
         for lo, a, b in _chunk_runs(ids):
             chunk = lo // CHUNK_ROWS
             hi = self._bounds(chunk)[1]
@@ -380,6 +381,15 @@ class FeatureCache:
                 f"The ids of feature cache {self.path} must be in [0, {self.values.shape[0]}). "
                 f"Got {bad[:10].tolist()} instead."
             )
+
+
+def _check_unique(sorted_ids: np.ndarray, path: str) -> None:
+    dup = sorted_ids[1:][sorted_ids[1:] == sorted_ids[:-1]]
+    if dup.size:
+        raise ValueError(
+            f"The ids written to feature cache {path} must be unique. Got duplicates "
+            f"{np.unique(dup)[:5].tolist()} instead."
+        )
 
 
 def _check_metadata(files: Files, path: str) -> None:
