@@ -57,7 +57,8 @@ def check_name(value: Any, name: str, owner: str) -> str:
 def check_int(
     value: Any, name: str, owner: str, *, minimum: int | None = None, allow_none: bool = False
 ) -> int | None:
-    """Return ``value`` as an ``int`` if it is an integer (not bool) >= ``minimum``."""
+    """Return ``value`` as an ``int`` if it is an integer (not bool) >= ``minimum`` and below
+    2**63 (every int memstore keeps is stored as int64)."""
     if value is None and allow_none:
         return None
     expected = (
@@ -69,6 +70,8 @@ def check_int(
         raise param_error(name, owner, expected, value, kind=TypeError)
     if minimum is not None and value < minimum:
         raise param_error(name, owner, expected, value)
+    if not -(2**63) <= value < 2**63:
+        raise param_error(name, owner, f"{expected} below 2**63 (stored as int64)", value)
     return int(value)
 
 
@@ -95,9 +98,17 @@ def as_int_array(values: Any, name: str, owner: str, *, length: int | None = Non
         raise ValueError(
             f"The {name!r} parameter of {owner} must be 1-D. Got shape {arr.shape} instead."
         )
+    if (
+        arr.size
+        and arr.dtype == object
+        and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in arr.tolist())
+    ):
+        _check_int64_range([min(arr.tolist()), max(arr.tolist())], name, owner)
+        arr = arr.astype(np.int64)  # Python ints beyond numpy's int64 / uint64 were refused
     if arr.size and arr.dtype.kind not in "iub":
         if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
-            pass  # integral floats (e.g. 3.0) are accepted, as Avalanche's int(target) does.
+            # integral floats (e.g. 3.0) are accepted, as Avalanche's int(target) does.
+            _check_int64_range([float(arr.min()), float(arr.max())], name, owner)
         else:
             bad = arr[: min(arr.size, 5)]
             raise TypeError(
@@ -108,6 +119,8 @@ def as_int_array(values: Any, name: str, owner: str, *, length: int | None = Non
         raise TypeError(
             f"The {name!r} parameter of {owner} must hold integers. Got dtype bool instead."
         )
+    if arr.size and arr.dtype.kind == "u":
+        _check_int64_range([int(arr.max())], name, owner)
     arr = arr.astype(np.int64, copy=False)
     if length is not None and arr.shape[0] != length:
         raise ValueError(
@@ -115,6 +128,17 @@ def as_int_array(values: Any, name: str, owner: str, *, length: int | None = Non
             f"Got length {arr.shape[0]} instead."
         )
     return arr
+
+
+def _check_int64_range(extremes: Sequence[Any], name: str, owner: str) -> None:
+    """Refuse values that would wrap around when stored as int64."""
+    for value in extremes:
+        if not -(2**63) <= value < 2**63:
+            shown = int(value) if isinstance(value, float) else value
+            raise ValueError(
+                f"The {name!r} parameter of {owner} must hold integers in [-2**63, 2**63) "
+                f"(they are stored as int64). Got {shown} instead."
+            )
 
 
 def check_features(features: Any, owner: str, *, k: int | None = None) -> np.ndarray:

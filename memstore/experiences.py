@@ -120,6 +120,11 @@ class Experience:
             if self.ids is None
             else as_int_array(self.ids, "ids", owner, length=n)
         )
+        if ids.size and ids.min() < 0:
+            raise ValueError(
+                f"The 'ids' parameter of {owner} must hold sample ids >= 0 (positions in the "
+                f"source). Got {np.unique(ids[ids < 0])[:5].tolist()} instead."
+            )
         if n > 1:
             srt = np.sort(ids)
             dup = srt[1:][srt[1:] == srt[:-1]]
@@ -217,6 +222,19 @@ class Experience:
         )
 
 
+def _in_range(dataset: Any, ids: np.ndarray, name: str, owner: str) -> np.ndarray:
+    """``ids``, if every one is a sample of ``dataset`` (else a ValueError naming one)."""
+    n = len(dataset)
+    bad = ids[(ids < 0) | (ids >= n)]
+    if bad.size:
+        raise ValueError(
+            f"{owner}: source {name!r} has no sample with id {int(bad[0])} (it has {n} "
+            f"samples; {bad.size} id(s) out of range). The dataset given for {name!r} is "
+            "shorter than the ids refer to: pass the dataset the ids were taken from."
+        )
+    return ids
+
+
 def resolve_inputs(
     rows: ExemplarSet,
     experience: Experience | None,
@@ -234,13 +252,14 @@ def resolve_inputs(
     for name in dict.fromkeys(rows.source.tolist()):
         sel = np.flatnonzero(rows.source == name)
         if sources is not None and name in sources:
-            out.append((sources[name], rows.ids[sel], sel))
+            out.append((sources[name], _in_range(sources[name], rows.ids[sel], name, owner), sel))
         elif (
             experience is not None
             and name == experience.source
             and (experience.source_data is not None)
         ):
-            out.append((experience.source_data, rows.ids[sel], sel))
+            data = experience.source_data
+            out.append((data, _in_range(data, rows.ids[sel], name, owner), sel))
         elif experience is not None and name == experience.source and experience.data is not None:
             # Only rows of this experience are addressable by position.
             order = np.argsort(experience.ids, kind="stable")

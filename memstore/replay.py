@@ -53,7 +53,21 @@ class ReplayDataset(torch.utils.data.Dataset):
     def __init__(self, exemplars: Any, sources: Any) -> None:
         self.exemplars = _as_exemplars(exemplars, "ReplayDataset")
         names = list(dict.fromkeys(self.exemplars.source.tolist()))
-        if not isinstance(sources, Mapping):
+        if isinstance(sources, (list, tuple, set, frozenset, str, bytes)):
+            first = (names or ["default"])[0]
+            raise TypeError(
+                "The 'sources' parameter of ReplayDataset must be a dict {source name: "
+                f"dataset}} or one dataset. Got a {type(sources).__name__} instead: pass "
+                f"{{{first!r}: dataset}}."
+            )
+        if isinstance(sources, Mapping):
+            keys = [k for k in sources if not isinstance(k, str)]
+            if keys:
+                raise TypeError(
+                    "The 'sources' parameter of ReplayDataset must map source names (str) to "
+                    f"datasets. Got keys {keys[:5]!r} instead."
+                )
+        else:
             if len(names) > 1:
                 raise TypeError(
                     "The 'sources' parameter of ReplayDataset must be a dict when exemplars "
@@ -68,6 +82,16 @@ class ReplayDataset(torch.utils.data.Dataset):
             )
         self.sources = dict(sources)
         self._readers = {name: as_source(source) for name, source in self.sources.items()}
+        for name in names:  # a tampered or mismatched buffer must not read other samples
+            ids = self.exemplars.ids[self.exemplars.source == name]
+            n = len(self._readers[name])
+            bad = ids[(ids < 0) | (ids >= n)]
+            if bad.size:
+                raise ValueError(
+                    f"ReplayDataset: exemplars of source {name!r} refer to ids "
+                    f"{np.unique(bad)[:5].tolist()} outside the dataset given for it (it has "
+                    f"{n} samples). Pass the dataset the buffer was built from."
+                )
 
     def __len__(self) -> int:
         return len(self.exemplars)

@@ -91,17 +91,18 @@ def test_batched_read_uses_getitems_when_defined_else_a_loop():
 
 def test_fingerprints_are_one_rule_across_sources():
     rng = np.random.default_rng(0)
-    x, y, t = rng.standard_normal((6, 2)), rng.integers(0, 3, 6), np.arange(6) % 2
-    arr = memstore.ArraySource(x, y, task_labels=t)
-    assert arr.fingerprint() == fingerprint(arr) == targets_fingerprint(6, y, t)
-    assert fingerprint(memstore.ArraySource(x, y)) == targets_fingerprint(6, y)
-    assert fingerprint(memstore.ArraySource(x, y)) != arr.fingerprint()
+    y, t = rng.integers(0, 3, 6), np.arange(6) % 2
     plain = Plain(6)
+    x = plain.x.clone()
+    arr = memstore.ArraySource(x, y, task_labels=t)
+    assert arr.fingerprint() == fingerprint(arr) and arr.fingerprint().startswith("v2:6:")
+    assert arr.legacy_fingerprint() == targets_fingerprint(6, y, t)  # version 1, for old stores
+    assert fingerprint(memstore.ArraySource(x, y)) != arr.fingerprint()
     plain.targets = y.tolist()
-    assert fingerprint(plain) == fingerprint(memstore.ArraySource(x, y))
+    assert fingerprint(plain) == fingerprint(memstore.ArraySource(x, y))  # same items
     plain.targets_task_labels = t
     assert fingerprint(plain) == arr.fingerprint()
-    assert fingerprint([0] * 6) == targets_fingerprint(6) and fingerprint([0] * 6).startswith("6:")
+    assert fingerprint([0] * 6).startswith("v2:6:") and fingerprint([0] * 6) != fingerprint([1] * 6)
     own = Plain(6)
     own.fingerprint = lambda: "mine"
     assert fingerprint(own) == "mine"

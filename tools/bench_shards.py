@@ -273,7 +273,7 @@ def phase_herding(cfg: dict) -> dict:
     )
     from memstore.features.cache import FeatureCache
 
-    cache_read = FeatureCache.read = _Timed(FeatureCache.read)
+    cache_read = FeatureCache.lookup = _Timed(FeatureCache.lookup)
     cache_write = FeatureCache.write = _Timed(FeatureCache.write)
     buf = memstore.ParametricBuffer(
         cfg["buffer_size"], groupby="class", selection_strategy=strategy, seed=0

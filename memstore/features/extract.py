@@ -8,6 +8,7 @@ even on error (Avalanche leaves the model in eval mode and never removes its hoo
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Iterator
 from contextlib import closing
 from typing import Any
@@ -125,6 +126,9 @@ def cached_features(
     Only samples missing from the cache are computed, in ascending id order, and written
     chunk by chunk as they complete: an interrupted extraction resumes where it stopped.
     The cache entry is keyed by the source's fingerprint, the model's weights and the layer.
+    Every chunk read is checked against its checksums; the rows of a damaged chunk are
+    recomputed (a ``UserWarning`` names the chunk) and the chunk rewritten, never returned.
+    Concurrent calls on one entry are safe: each chunk has one writer at a time.
     """
     from memstore.sources.arrays import fingerprint
 
@@ -135,7 +139,18 @@ def cached_features(
     label = getattr(dataset, "name", None)  # shape: allow optional label of a user dataset
     attrs = {"source": label, "layer": layer_name, "n": len(dataset)}
     cache = store.open_feature_cache(key)
-    todo = np.unique(keys) if cache is None else cache.missing(keys)
+    out: np.ndarray | None = None
+    if cache is None:
+        todo = np.unique(keys)
+    else:
+        got = cache.lookup(keys)
+        if got.damaged:
+            warnings.warn(
+                f"The feature cache {key!r} has damaged chunk(s) {got.damaged} "
+                f"({got.problems[0][0]}: {got.problems[0][1]}); recomputing their rows.",
+                stacklevel=2,
+            )
+        out, todo = got.features, np.unique(keys[~got.found])
     fresh: np.ndarray | None = None  # rows computed now, as stored: no read-back needed
     pending_ids: list[np.ndarray] = []
     pending: list[np.ndarray] = []
@@ -160,12 +175,12 @@ def cached_features(
     if cache is None:
         return np.empty((len(keys), 0), dtype=np.float32)
     if fresh is None:
-        return cache.read(keys)
-    out = np.empty((len(keys), fresh.shape[1]), dtype=np.float32)
+        return out if out is not None else cache.read(keys)
+    if out is None:
+        out = np.empty((len(keys), fresh.shape[1]), dtype=np.float32)
     where = np.minimum(np.searchsorted(todo, keys), len(todo) - 1)
     computed = todo[where] == keys
     out[computed] = fresh[where[computed]]
-    out[~computed] = cache.read(keys[~computed])
     return out
 
 

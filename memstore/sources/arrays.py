@@ -10,7 +10,8 @@ import torch
 
 from memstore._validation import as_int_array
 
-from .base import Source, fingerprint, targets_fingerprint
+from .base import Source, fingerprint
+from .fingerprints import content_fingerprint, sample_ids, targets_fingerprint
 
 __all__ = ["Source", "ArraySource", "fingerprint"]
 
@@ -55,5 +56,12 @@ class ArraySource(torch.utils.data.Dataset):
         return self.inputs[torch.as_tensor(np.asarray(ids, dtype=np.int64))]
 
     def fingerprint(self) -> str:
-        """``"<len>:<hash>"`` over the targets (and task labels, if given). O(N)."""
+        """``"v2:<len>:<hash>"`` over the targets, task labels (if given) and a seeded sample
+        of 32 items (:mod:`memstore.sources.fingerprints`). O(N) over the targets."""
+        items = self.get_many(sample_ids(len(self)))
+        return content_fingerprint(len(self), self.targets, self._task_labels, items)
+
+    def legacy_fingerprint(self) -> str:
+        """Version 1 (``"<len>:<hash>"`` over the targets and task labels), for comparing
+        fingerprints recorded by earlier versions."""
         return targets_fingerprint(len(self), self.targets, self._task_labels)

@@ -19,13 +19,19 @@ have.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from memstore._validation import as_int_array
+from .fingerprints import (
+    FINGERPRINT_SAMPLE,
+    FINGERPRINT_VERSION,
+    content_fingerprint,
+    sample_ids,
+    seeded_generators,
+    targets_fingerprint,
+)
 
 __all__ = [
     "Source",
@@ -35,7 +41,11 @@ __all__ = [
     "DatasetSource",
     "as_source",
     "fingerprint",
+    "fingerprint_matches",
+    "legacy_fingerprint",
+    "LegacyFingerprint",
     "targets_fingerprint",
+    "FINGERPRINT_SAMPLE",
 ]
 
 
@@ -92,17 +102,12 @@ class SourceIndexStore(Protocol):
     ) -> None: ...
 
 
-def targets_fingerprint(n: int, targets: Any = None, task_labels: Any = None) -> str:
-    """``"<n>:<hash>"``: a blake2b of the targets and task labels (each when given).
+@runtime_checkable
+class LegacyFingerprint(Protocol):
+    """A source whose fingerprints were computed by another rule before (version 1, no
+    ``v2:`` prefix): ``legacy_fingerprint()`` recomputes that one for comparison."""
 
-    Cost O(N) over the targets, never over the samples.
-    """
-    h = hashlib.blake2b(digest_size=10)
-    if targets is not None:
-        h.update(as_int_array(targets, "targets", "fingerprint").tobytes())
-    if task_labels is not None:
-        h.update(b"tasks" + as_int_array(task_labels, "task_labels", "fingerprint").tobytes())
-    return f"{n}:{h.hexdigest()}"
+    def legacy_fingerprint(self) -> str: ...
 
 
 class DatasetSource:
@@ -138,16 +143,34 @@ class DatasetSource:
             return getitems(ids.tolist())
         return [self.dataset[int(i)] for i in ids]
 
-    def fingerprint(self) -> str:
-        own = getattr(
+    def _own_fingerprint(self) -> Any:
+        return getattr(
             self.dataset, "fingerprint", None
         )  # shape: allow the one adapter of plain datasets
-        if callable(own):
-            return str(own())
-        tasks = getattr(
+
+    def _task_labels(self) -> Any:
+        return getattr(
             self.dataset, "targets_task_labels", None
         )  # shape: allow the one adapter of plain datasets
-        return targets_fingerprint(len(self.dataset), self.targets, tasks)
+
+    def fingerprint(self) -> str:
+        """The dataset's own ``fingerprint()`` if it has one, else version 2 (see
+        :mod:`memstore.sources.fingerprints`): targets, task labels and a seeded sample of 32
+        items. Cost O(N) over the targets plus 32 item reads."""
+        own = self._own_fingerprint()
+        if callable(own):
+            return str(own())
+        ids = sample_ids(len(self.dataset))
+        with seeded_generators():
+            items = [self.dataset[int(i)] for i in ids]
+        return content_fingerprint(len(self.dataset), self.targets, self._task_labels(), items)
+
+    def legacy_fingerprint(self) -> str:
+        """Version 1 (targets and task labels only), or the dataset's own fingerprint."""
+        own = self._own_fingerprint()
+        if callable(own):
+            return str(own())
+        return targets_fingerprint(len(self.dataset), self.targets, self._task_labels())
 
     def __repr__(self) -> str:
         return f"DatasetSource({type(self.dataset).__name__})"
@@ -176,10 +199,35 @@ def as_source(dataset: Any) -> Source:
 
 
 def fingerprint(dataset: Any) -> str:
-    """``"<len>:<hash>"`` of a source: its length and a hash of all its targets (if any).
+    """``"v2:<len>:<hash>"`` of a dataset: its length, its targets and task labels, and a
+    seeded sample of 32 items (:mod:`memstore.sources.fingerprints`).
 
-    Sources supply their own (:meth:`Source.fingerprint`); for other datasets it covers the
-    ``targets`` and ``targets_task_labels`` attributes. Cost O(N) over the targets, never over
-    the samples.
+    Sources supply their own (:meth:`Source.fingerprint`; a ``ShardSource``'s covers its
+    index, see its ``FORMAT.md``). Cost O(N) over the targets plus 32 item reads, never the
+    whole dataset.
     """
     return str(as_source(dataset).fingerprint())
+
+
+def legacy_fingerprint(dataset: Any) -> str:
+    """The fingerprint earlier versions recorded (version 1: length, targets, task labels)
+    for sources whose rule changed, else the current one."""
+    source = as_source(dataset)
+    if isinstance(source, LegacyFingerprint):
+        return str(source.legacy_fingerprint())
+    return str(source.fingerprint())
+
+
+def fingerprint_matches(dataset: Any, recorded: str) -> bool:
+    """Whether ``dataset`` is the one whose fingerprint ``recorded`` is.
+
+    A versioned value (``"v2:..."``) is compared with the current computation; an unversioned
+    one (recorded by an earlier memstore, or a source's own rule) with
+    :func:`legacy_fingerprint` — which, for arrays and plain datasets, covers only length and
+    targets: save the buffer again to record a version-2 fingerprint.
+    """
+    if not isinstance(recorded, str):
+        return False
+    if recorded.startswith(f"{FINGERPRINT_VERSION}:"):
+        return fingerprint(dataset) == recorded
+    return legacy_fingerprint(dataset) == recorded

@@ -1,15 +1,16 @@
 """The feature-cache registry: entries ``features/<key>/`` of a store (the cache itself is
-:class:`memstore.features.cache.FeatureCache`, handed the zarr group)."""
+:class:`memstore.features.cache.FeatureCache`, handed the zarr group and the file layer), and
+what ``verify`` checks of them (:func:`feature_cache_problems`)."""
 
 from __future__ import annotations
 
-from memstore.errors import ReadOnlyStoreError
+from memstore.errors import MemstoreError, ReadOnlyStoreError
 from memstore.features.cache import FeatureCache
 
 from . import layout
 from .connect import Connection
 
-__all__ = ["FeatureCaches"]
+__all__ = ["FeatureCaches", "feature_cache_problems"]
 
 
 class FeatureCaches:
@@ -19,20 +20,20 @@ class FeatureCaches:
         self.conn = conn
 
     def keys(self) -> list[str]:
-        return self.conn.files.listdir(layout.FEATURES)
+        return [k for k in self.conn.files.listdir(layout.FEATURES) if k != layout.ROOT_METADATA]
 
     def open(self, key: str) -> FeatureCache | None:
-        """The entry ``key``, or ``None`` if it does not exist."""
-        import zarr
+        """The entry ``key``, or ``None`` if it does not exist.
 
-        if not self.conn.files.exists(layout.feature_values_metadata(key)):
+        Raises :class:`~memstore.errors.CorruptStoreError` naming the damaged file when the
+        entry exists but its metadata is damaged.
+        """
+        folder = layout.feature_dir(key)
+        if not FeatureCache.exists(self.conn.files, folder):
             return None
-        group = zarr.open_group(
-            store=self.conn.zarr_store,
-            path=layout.feature_dir(key),
-            mode="r" if self.conn.read_only else "r+",
+        return FeatureCache.attach(
+            self.conn.zarr_store, self.conn.files, folder, self.conn.read_only
         )
-        return FeatureCache(group, self.conn.read_only)
 
     def open_or_create(self, key: str, n: int, d: int, dtype: str, attrs: dict) -> FeatureCache:
         """The entry ``key`` of shape ``[n, d]``, created if absent (read-only: must exist)."""
@@ -42,5 +43,28 @@ class FeatureCaches:
                 raise ReadOnlyStoreError(f"No feature cache {key!r} and the store is read-only.")
             return cache
         return FeatureCache.open(
-            self.conn.zarr_store, layout.feature_dir(key), n, d, dtype, dict(attrs), False
+            self.conn.zarr_store,
+            self.conn.files,
+            layout.feature_dir(key),
+            n,
+            d,
+            dtype,
+            dict(attrs),
+            False,
         )
+
+
+def feature_cache_problems(conn: Connection) -> list[tuple[str, str]]:
+    """``(path, message)`` for every damaged file of every feature cache entry: metadata that
+    does not open, chunks that fail their checksums. Cost: reads every entry once."""
+    caches = FeatureCaches(conn)
+    out: list[tuple[str, str]] = []
+    for key in caches.keys():
+        try:
+            cache = caches.open(key)
+        except MemstoreError as err:
+            out.append((layout.feature_dir(key), str(err)))
+            continue
+        if cache is not None:
+            out.extend(cache.problems())
+    return out

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from memstore.errors import MemstoreError
 
 from . import layout
+from .feature_caches import feature_cache_problems
 from .history import History
 from .source_index import SourceIndexes
 
@@ -95,6 +96,7 @@ def verify_store(history: History, sources: SourceIndexes) -> list[Problem]:
             sources.read(name)
         except MemstoreError as err:
             out.append(Problem(layout.source_dir(name), str(err)))
+    out.extend(Problem(path, message) for path, message in feature_cache_problems(history.conn))
     return out
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from memstore.errors import CorruptStoreError, FormatVersionError, SourceMismatchError
 from memstore.policies import STATE_FORMAT
 from memstore.sources.arrays import fingerprint
+from memstore.sources.base import fingerprint_matches
 
 from . import layout
 from .snapshots import array_specs
@@ -185,8 +186,8 @@ def check_source_fingerprints(
     for src, record in manifest.get("sources", {}).items():
         recorded = record.get("fingerprint")
         if src in sources and recorded is not None:
-            now = fingerprint(sources[src])
-            if now != recorded:
+            if not fingerprint_matches(sources[src], recorded):
+                now = fingerprint(sources[src])
                 raise SourceMismatchError(
                     f"Source {src!r} differs from the one buffer {name!r} was built "
                     f"from (fingerprint {now} != recorded {recorded}): its ids would "

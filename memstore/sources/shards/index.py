@@ -29,6 +29,7 @@ __all__ = [
     "build_index",
     "shard_states",
     "compute_fingerprint",
+    "content_hashes",
 ]
 
 INDEX_FORMAT = 1
@@ -49,7 +50,8 @@ class ShardIndex:
         offsets, sizes: ``[N, len(members)]`` int64: byte offset of each member's data (after
             its tar header) and its size.
         shard_sizes, shard_hashes: what change detection compares; ``fingerprint``: see
-            :func:`compute_fingerprint`.
+            :func:`compute_fingerprint`; ``content_hashes``: blake2b of each shard's whole
+            content (what ``reindex="verify"`` compares), ``None`` where not computed.
     """
 
     urls: list[str]
@@ -64,6 +66,7 @@ class ShardIndex:
     shard_sizes: list[int]
     shard_hashes: list[str]
     fingerprint: str
+    content_hashes: list[str | None] | None = None  # full-content blake2b per shard, if known
 
     def __len__(self) -> int:
         return int(self.targets.shape[0])
@@ -77,6 +80,7 @@ class ShardIndex:
             "shards": self.urls,
             "shard_sizes": list(self.shard_sizes),
             "shard_hashes": list(self.shard_hashes),
+            "shard_content_hashes": list(self.content_hashes or [None] * len(self.urls)),
             "shard_counts": np.diff(self.starts).tolist(),
             "target_key": self.target_key,
             "members": list(self.members),
@@ -118,6 +122,18 @@ def shard_states(files: ShardFiles, urls: Sequence[str], name: str) -> tuple[lis
     return [int(n) for n in sizes], [h.hexdigest() for h in hashers]
 
 
+def content_hashes(files: ShardFiles, urls: Sequence[str]) -> list[str]:
+    """Per shard: blake2b (16 bytes) of its whole content. Cost: one full read of every shard."""
+    out = []
+    for s in range(len(urls)):
+        h = hashlib.blake2b(digest_size=16)
+        with files.open_stream(s, SCAN_CHUNK) as stream:
+            while block := stream.read(SCAN_CHUNK):
+                h.update(block)
+        out.append(h.hexdigest())
+    return out
+
+
 def _index_shard(
     files: ShardFiles, url: str, s: int, target_key: str, members: list[str] | None, bar: Any
 ) -> dict:
@@ -134,21 +150,38 @@ def build_index(
     target_key: str,
     spec: Any,
     store: SourceIndexStore | None,
-    reindex: bool,
+    reindex: bool | str,
     progress: bool,
 ) -> tuple[ShardIndex, tuple[int, ...]]:
     """The index of shards ``urls`` and the shards that were scanned.
 
     Reuses the parts of an index saved in ``store`` under ``name`` whose shards are unchanged,
     scans the other shards, and writes the index back to ``store`` when anything changed.
+    ``reindex="verify"`` also compares every shard's full-content hash with the recorded one
+    (one full read of every shard) and re-indexes shards that differ or have none recorded.
     """
     sizes, hashes = shard_states(files, urls, name)
+    full = content_hashes(files, urls) if reindex == "verify" else None
+    recorded_full: list = [None] * len(urls)
     parts: dict[int, dict] = {}
     members = None
     saved = store.read_source_index(name) if store is not None else None
     if saved is not None:
         record, arrays = saved
         parts, members, changed = _reuse(name, target_key, record, arrays, sizes, hashes)
+        recorded_full = _recorded_content_hashes(record, len(urls))
+        if full is not None:
+            unknown = [s for s in parts if recorded_full[s] is None]
+            edited = [s for s in parts if recorded_full[s] not in (None, full[s])]
+            if unknown:
+                warnings.warn(
+                    f"{_OWNER} {name!r}: {len(unknown)} shard(s) have no content hash in the "
+                    "saved index (indexed without reindex='verify'); re-indexing them.",
+                    stacklevel=3,
+                )
+            for s in unknown + edited:
+                del parts[s]
+            changed = sorted(set(changed) | set(edited))
         if changed:
             names = ", ".join(repr(urls[s]) if s < len(urls) else str(s) for s in changed[:5])
             msg = (
@@ -189,8 +222,11 @@ def build_index(
     fp = compute_fingerprint(
         target_key, members, sizes, hashes, arrays["starts"], arrays["keys"], arrays["targets"]
     )
+    if full is None:  # keep what is known of unchanged shards, nothing of scanned ones
+        full = [None if s in todo else recorded_full[s] for s in range(len(urls))]
     index = ShardIndex(
         urls=list(urls),
+        content_hashes=list(full),
         target_key=target_key,
         members=tuple(members),
         shard_sizes=sizes,
@@ -198,9 +234,19 @@ def build_index(
         fingerprint=fp,
         **arrays,
     )
-    if store is not None and (todo or saved is None or saved[0].get("shards") != urls):
+    if store is not None and (
+        todo or saved is None or saved[0].get("shards") != urls or recorded_full != list(full)
+    ):
         store.write_source_index(name, index.record(spec), index.arrays())
     return index, tuple(todo)
+
+
+def _recorded_content_hashes(record: dict, n: int) -> list[str | None]:
+    """The record's ``shard_content_hashes`` (absent before they existed: all ``None``)."""
+    got = record.get("shard_content_hashes")
+    if not isinstance(got, list) or len(got) != n:
+        return [None] * n
+    return [h if isinstance(h, str) else None for h in got]
 
 
 def _reuse(

@@ -19,6 +19,7 @@ import torch
 
 from memstore._validation import as_int_array, check_bool, check_int, check_name
 from memstore.experiences import Experience
+from memstore.io import is_local_url
 
 from ..base import SourceIndexStore
 from .files import ShardFiles
@@ -49,8 +50,12 @@ class ShardSource(torch.utils.data.Dataset):
         storage_options: passed to fsspec for URLs.
         store: where the index is kept (``sources/<name>``) and reused on the next open: a
             :class:`~memstore.sources.base.SourceIndexStore` (a memstore ``Store``).
-        reindex: re-index shards that changed since they were indexed (default); ``False``
-            raises :class:`~memstore.errors.SourceMismatchError` instead.
+        reindex: ``True`` (default): re-index shards whose size or first / last 64 KiB
+            changed since they were indexed (an edit in the middle that keeps the size is not
+            seen); ``False``: raise :class:`~memstore.errors.SourceMismatchError` instead;
+            ``"verify"``: also hash every shard's full content and re-index shards whose hash
+            differs from the one recorded at index time (or have none recorded). ``"verify"``
+            costs one full read of every shard on every open.
         progress: show a tqdm bar while indexing.
 
     Opening costs one sequential read of every shard without a saved index; with one, two
@@ -67,10 +72,17 @@ class ShardSource(torch.utils.data.Dataset):
         decode: bool | Callable[[dict[str, Any]], Any] = True,
         storage_options: dict[str, Any] | None = None,
         store: SourceIndexStore | None = None,
-        reindex: bool = True,
+        reindex: bool | str = True,
         progress: bool = True,
     ) -> None:
         urls = expand_spec(spec)
+        for url in urls:
+            if is_local_url(url) and os.path.isdir(url.removeprefix("file://")):
+                raise ValueError(
+                    f"The 'spec' parameter of {_OWNER} must list tar shard files. Got "
+                    f"{url!r}, a directory, instead. Pass a brace pattern or a list of the "
+                    "shards inside it (e.g. 'dir/train-{000000..000099}.tar')."
+                )
         check_name(name, "name", _OWNER)
         if not isinstance(target_key, str) or not _TARGET_KEY.fullmatch(target_key):
             raise (TypeError if not isinstance(target_key, str) else ValueError)(
@@ -97,7 +109,14 @@ class ShardSource(torch.utils.data.Dataset):
                 f"The 'store' parameter of {_OWNER} must be a memstore store (with "
                 f"read_source_index/write_source_index). Got {type(store).__name__} instead."
             )
-        reindex = check_bool(reindex, "reindex", _OWNER)
+        if isinstance(reindex, str):
+            if reindex != "verify":
+                raise ValueError(
+                    f"The 'reindex' parameter of {_OWNER} must be True, False or 'verify'. "
+                    f"Got {reindex!r} instead."
+                )
+        else:
+            reindex = check_bool(reindex, "reindex", _OWNER)
         progress = check_bool(progress, "progress", _OWNER)
         self.name, self.target_key, self.decode = name, target_key, decode
         self.spec = spec if isinstance(spec, str) else [os.fspath(u) for u in spec]
