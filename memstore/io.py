@@ -133,9 +133,8 @@ class LocalFiles:
         return None
 
     def guard(self, path: str, write: bool = False) -> None:
-        """Refuse (:class:`~memstore.errors.UnsafePathError`) a read of ``path`` that a
-        symbolic link leads out of the root, or a write under it through any symbolic link.
-        Cost: one ``lstat`` per path component."""
+        """Refuse (:class:`~memstore.errors.UnsafePathError`) a read a symbolic link leads
+        out of the root, or a write through any symbolic link. Cost: a few ``lstat``."""
         full = self._p(path)
         if write:
             link = self._link_in(path, final=True)
@@ -182,11 +181,8 @@ class LocalFiles:
 
     def delete(self, path: str) -> None:
         """Remove a file or a whole directory tree (missing is fine); a symbolic link is
-        removed itself, never what it points at.
-
-        Raises :class:`~memstore.errors.UnsafePathError` if a folder above ``path`` is a
-        symbolic link, :class:`~memstore.errors.StoreAccessError` if it cannot be removed.
-        """
+        removed itself, never what it points at. Raises :class:`~memstore.errors.UnsafePathError`
+        if a folder above ``path`` is a link, ``StoreAccessError`` if it cannot be removed."""
         import shutil
 
         full = self._p(path)

@@ -307,7 +307,10 @@ def _calls(sources):
         "save(sources=42)": (lambda s: s.save("b", s.load("b"), sources=42), TypeError),
         "save(sources=['a'])": (lambda s: s.save("b", s.load("b"), sources=["a"]), TypeError),
         "save(sources={1: arr})": (lambda s: s.save("b", s.load("b"), sources={1: arr}), TypeError),
-        "save(sources typo)": (lambda s: s.save("b", s.load("b"), sources={"aa": arr, "b": arr}), ValueError),
+        "save(sources typo)": (
+            lambda s: s.save("b", s.load("b"), sources={"aa": arr, "b": arr}),
+            ValueError,
+        ),
         "gc(grace_seconds='x')": (lambda s: s.gc(keep=1, grace_seconds="x"), TypeError),
         "gc(grace_seconds=-1)": (lambda s: s.gc(keep=1, grace_seconds=-1), ValueError),
         "gc(grace_seconds=nan)": (lambda s: s.gc(keep=1, grace_seconds=float("nan")), ValueError),
