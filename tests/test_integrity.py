@@ -472,3 +472,11 @@ def test_leftover_index_folder_is_debris_and_collected(store):
     assert not leftover.exists()
     assert store.read_source_index("src")[0] == {"n": 3}
     assert store.verify() == []
+
+
+def test_feature_cache_writes_through_a_symlink_are_refused(store, outside):
+    (Path(store.url) / "features").symlink_to(outside, target_is_directory=True)
+    before = _tree(outside)
+    with pytest.raises(memstore.errors.UnsafePathError):
+        store.feature_cache("0123456789abcdef0123", 4, 2)
+    assert _tree(outside) == before

@@ -41,6 +41,7 @@ class FeatureCaches:
             if cache is None:
                 raise ReadOnlyStoreError(f"No feature cache {key!r} and the store is read-only.")
             return cache
+        self.conn.files.guard(layout.feature_dir(key), write=True)  # zarr writes around files
         return FeatureCache.open(
             self.conn.zarr_store, layout.feature_dir(key), n, d, dtype, dict(attrs), False
         )
