@@ -333,6 +333,9 @@ def _calls(sources):
         "state zarr.json": (lambda s: s.state("zarr.json"), ValueError),
         "index zarr.json": (lambda s: s.write_source_index("zarr.json", {}, {}), ValueError),
         "read index zarr.json": (lambda s: s.read_source_index("zarr.json"), ValueError),
+        "open_feature_cache(3)": (lambda s: s.open_feature_cache(3), TypeError),
+        "open_feature_cache('../x')": (lambda s: s.open_feature_cache("../x"), ValueError),
+        "feature_cache(key='../x')": (lambda s: s.feature_cache("../x", 4, 4), ValueError),
         "write_source_index(record=3)": (lambda s: s.write_source_index("s", 3, {}), TypeError),
         "write_source_index(arrays=3)": (lambda s: s.write_source_index("s", {}, 3), TypeError),
         "write_source_index(_index)": (

@@ -257,12 +257,13 @@ class Store:
     # -- feature cache ------------------------------------------------------------------------
     def open_feature_cache(self, key: str) -> FeatureCache | None:
         """The feature cache entry ``key``, or ``None`` if it does not exist."""
-        return self._features.open(key)
+        return self._features.open(checks.valid_name(key, "Store.open_feature_cache"))
 
     def feature_cache(
         self, key: str, n: int, d: int, dtype: str = "float32", attrs: dict | None = None
     ) -> FeatureCache:
         """Open or create the feature cache entry ``key`` of shape ``[n, d]``."""
+        checks.valid_name(key, "Store.feature_cache")
         checks.choice(dtype, "dtype", "Store.feature_cache", ("float32", "float16"))
         return self._features.open_or_create(key, n, d, dtype, dict(attrs or {}))
 
