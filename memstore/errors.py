@@ -24,6 +24,7 @@ __all__ = [
     "StorePermissionError",
     "InvalidParameterError",
     "InvalidParameterTypeError",
+    "UnsafePathError",
 ]
 
 
@@ -100,3 +101,8 @@ class InvalidParameterError(MemstoreError, ValueError):
 
 class InvalidParameterTypeError(MemstoreError, TypeError):
     """A store operation got a parameter of the wrong type."""
+
+
+class UnsafePathError(MemstoreError, PermissionError):
+    """A path would lead outside the store root, or a write or delete would go through a
+    symbolic link inside it; memstore refuses both."""

@@ -16,6 +16,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO, Protocol
 
+from memstore.errors import StoreAccessError, UnsafePathError
+
 __all__ = ["Files", "LocalFiles", "FsspecFiles", "CreateConflict", "is_local_url", "open_files"]
 
 _MAX_OPEN_FILES = 64  # file descriptors a LocalFiles keeps open for ranged reads
@@ -29,6 +31,7 @@ class Files(Protocol):
     root: str
     durable: bool
 
+    def guard(self, path: str, write: bool = False) -> None: ...
     def read(self, path: str) -> bytes: ...
     def exists(self, path: str) -> bool: ...
     def listdir(self, path: str) -> list[str]: ...
@@ -88,8 +91,24 @@ class CreateConflict(Exception):
     """``create_if_absent`` found the path already there (another writer won)."""
 
 
+def _relative_parts(path: str, root: str) -> list[str]:
+    """The '/'-separated parts of ``path``; :class:`~memstore.errors.UnsafePathError` for a
+    path that is absolute or could climb out of ``root`` (``..``, ``.``, empty parts)."""
+    if not path:
+        return []
+    parts = path.split("/")
+    if any(p in ("", ".", "..") or "\\" in p for p in parts):
+        raise UnsafePathError(f"{path!r} is not a path inside the store root {root!r}.")
+    return parts
+
+
 class LocalFiles:
-    """Files under a local directory; durable writes via fsync."""
+    """Files under a local directory; durable writes via fsync.
+
+    Paths never leave the root: ``..`` is refused, reads never follow a symbolic link out of
+    the root, and writes and deletes never go through one (a link itself is deleted, not its
+    target) — :class:`~memstore.errors.UnsafePathError` otherwise.
+    """
 
     durable = True
 
@@ -97,38 +116,91 @@ class LocalFiles:
         self.root = os.path.abspath(root)
 
     def _p(self, path: str) -> str:
-        return os.path.join(self.root, *path.split("/")) if path else self.root
+        parts = _relative_parts(path, self.root)
+        return os.path.join(self.root, *parts) if parts else self.root
+
+    def _link_in(self, path: str, final: bool) -> str | None:
+        """The first symbolic link among the folders of ``path`` below the root (and the
+        path itself if ``final``), or ``None``."""
+        parts = _relative_parts(path, self.root)
+        current = self.root
+        for part in parts if final else parts[:-1]:
+            current = os.path.join(current, part)
+            if os.path.islink(current):
+                return current
+            if not os.path.exists(current):
+                return None
+        return None
+
+    def guard(self, path: str, write: bool = False) -> None:
+        """Refuse (:class:`~memstore.errors.UnsafePathError`) a read a symbolic link leads
+        out of the root, or a write through any symbolic link. Cost: a few ``lstat``."""
+        full = self._p(path)
+        if write:
+            link = self._link_in(path, final=True)
+            if link is not None:
+                raise UnsafePathError(
+                    f"Refusing to write {path!r} in the store at {self.root!r}: {link!r} is a "
+                    "symbolic link, and memstore never writes or deletes through one. Replace "
+                    "it by a real folder (or open the store at the link's target)."
+                )
+            return
+        real, top = os.path.realpath(full), os.path.realpath(self.root)
+        if real != top and not real.startswith(top + os.sep):
+            raise UnsafePathError(
+                f"Refusing to read {path!r} in the store at {self.root!r}: a symbolic link "
+                f"leads it out of the store root (to {real!r})."
+            )
+
+    def _read_path(self, path: str) -> str:
+        self.guard(path)
+        return self._p(path)
+
+    def _write_path(self, path: str) -> str:
+        self.guard(path, write=True)
+        return self._p(path)
 
     def read(self, path: str) -> bytes:
-        with open(self._p(path), "rb") as f:
+        with open(self._read_path(path), "rb") as f:
             return f.read()
 
     def exists(self, path: str) -> bool:
-        return os.path.exists(self._p(path))
+        return os.path.exists(self._read_path(path))
 
     def listdir(self, path: str) -> list[str]:
         """Child names (zarr's own ``zarr.json`` metadata excluded)."""
         try:
-            names = os.listdir(self._p(path))
+            names = os.listdir(self._read_path(path))
         except (FileNotFoundError, NotADirectoryError):
             return []
         return sorted(n for n in names if n != "zarr.json")
 
     def mtime(self, path: str) -> float:
-        return os.stat(self._p(path)).st_mtime
+        """Modification time of the path itself (a symbolic link is not followed)."""
+        return os.lstat(self._p(path)).st_mtime
 
     def delete(self, path: str) -> None:
-        """Remove a file or a whole directory tree (missing is fine)."""
+        """Remove a file or a whole directory tree (missing is fine); a symbolic link is
+        removed itself, never what it points at. Raises :class:`~memstore.errors.UnsafePathError`
+        if a folder above ``path`` is a link, ``StoreAccessError`` if it cannot be removed."""
         import shutil
 
         full = self._p(path)
-        if os.path.isdir(full):
-            shutil.rmtree(full, ignore_errors=True)
+        link = self._link_in(path, final=False)
+        if link is not None:
+            raise UnsafePathError(
+                f"Refusing to delete {path!r} in the store at {self.root!r}: {link!r} is a "
+                "symbolic link, and memstore never writes or deletes through one."
+            )
+        if os.path.isdir(full) and not os.path.islink(full):
+            shutil.rmtree(full, ignore_errors=True)  # never follows links inside the tree
         else:
             try:
                 os.unlink(full)
             except FileNotFoundError:
                 pass
+        if os.path.lexists(full):
+            raise StoreAccessError(f"Cannot remove {full!r} (permissions?).")
 
     def _fsync_dir(self, full: str) -> None:
         fd = os.open(full, os.O_RDONLY | os.O_DIRECTORY)
@@ -139,7 +211,7 @@ class LocalFiles:
 
     def sync_tree(self, path: str) -> None:
         """fsync every file and directory under ``path``, then the directories above it."""
-        top = self._p(path)
+        top = self._write_path(path)
         for dirpath, _dirs, files in os.walk(top, topdown=False):
             for name in files:
                 fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
@@ -157,7 +229,7 @@ class LocalFiles:
 
     def write_file(self, path: str, data: bytes) -> None:
         """Write via temp file + fsync + rename (whole file or nothing)."""
-        full = self._p(path)
+        full = self._write_path(path)
         os.makedirs(os.path.dirname(full), exist_ok=True)
         tmp = os.path.join(os.path.dirname(full), f".tmp-{uuid.uuid4().hex[:12]}")
         with open(tmp, "wb") as f:
@@ -169,7 +241,7 @@ class LocalFiles:
 
     def create_if_absent(self, path: str, data: bytes) -> None:
         """Publish ``data`` at ``path`` only if nothing is there: temp file, fsync, link."""
-        full = self._p(path)
+        full = self._write_path(path)
         folder = os.path.dirname(full)
         os.makedirs(folder, exist_ok=True)
         tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex[:12]}")
@@ -272,7 +344,12 @@ class FsspecFiles:
         self.storage_options = dict(storage_options or {})
 
     def _p(self, path: str) -> str:
-        return posixpath.join(self.root, path) if path else self.root
+        parts = _relative_parts(path, self.root)
+        return posixpath.join(self.root, *parts) if parts else self.root
+
+    def guard(self, path: str, write: bool = False) -> None:
+        """Refuse a path that could climb out of the root (object stores have no links)."""
+        self._p(path)
 
     def read(self, path: str) -> bytes:
         return self.fs.cat_file(self._p(path))

@@ -188,3 +188,50 @@ def test_maintain_store_prunes_only_an_undamaged_store(store_url, capsys):
     assert "not pruning" in capsys.readouterr().err
     assert [c.seq for c in store.log("b")] == [1]  # the damaged one is skipped, nothing pruned
     assert manifest.exists()
+
+
+def _edit_manifest(store_url, name, seq, edit):
+    fs, root = fsspec.core.url_to_fs(store_url)
+    path = f"{root}/buffers/{name}/commits/{seq:010d}.json"
+    manifest = json.loads(fs.cat_file(path))
+    edit(manifest)
+    fs.pipe_file(path, json.dumps(manifest, indent=1, sort_keys=True).encode())
+    return f"buffers/{name}/commits/{seq:010d}.json"
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: m.update(num_updates=m["num_updates"] + 1),
+        lambda m: m["params"].update(seed=99),
+        lambda m: m.update(num_update=m.pop("num_updates")),
+        lambda m: m.update(groups=[]),
+        lambda m: m["arrays"].update(ids=3),
+    ],
+    ids=["num_updates", "seed", "renamed key", "groups a list", "array spec an int"],
+)
+def test_damaged_manifest_named_by_verify_and_inspect(store, store_url, capsys, edit):
+    rel = _edit_manifest(store_url, "cb", 1, edit)
+    code, out, err = run(capsys, "verify", store_url)
+    assert code == 1 and f"ERROR: {rel}" in out and "DAMAGED: 1 problem(s)" in out
+    code, out, err = run(capsys, "inspect", store_url, "cb")
+    assert code == 2 and out == "" and rel in err and "Traceback" not in err
+    code, out, err = run(capsys, "inspect", store_url, "cb", "--commit", "0")
+    assert code == 0 and "commit 0" in out  # the older commit is intact
+
+
+def test_damaged_source_record_named_by_verify(store, store_url, capsys):
+    store.write_source_index("src", {"n": 1}, {"offsets": np.arange(2)})
+    fs, root = fsspec.core.url_to_fs(store_url)
+    fs.pipe_file(f"{root}/sources/src/record.json", b'{"_index": {"prefix": 3}}')
+    code, out, err = run(capsys, "verify", store_url, "--json")
+    assert code == 1 and err == ""
+    problems = json.loads(out)["problems"]
+    assert [p["path"] for p in problems] == ["sources/src"]
+    assert "sources/src/record.json" in problems[0]["message"]
+
+
+def test_gc_negative_grace_is_refused_before_anything_is_removed(store, store_url, capsys):
+    code, out, err = run(capsys, "gc", store_url, "--keep", "1", "--grace", "-1")
+    assert code == 2 and "grace_seconds" in err and out == ""
+    assert [c.seq for c in open_store(store_url, mode="r").log("cb")] == [0, 1]

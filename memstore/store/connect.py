@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from memstore.errors import (
     CorruptStoreError,
     FormatVersionError,
     InvalidParameterError,
+    InvalidParameterTypeError,
     MemstoreError,
     StoreAccessError,
     StorePermissionError,
@@ -27,6 +28,8 @@ from memstore.io import CreateConflict, FsspecFiles, LocalFiles, open_files
 from . import layout
 
 __all__ = [
+    "LEGACY_ATTRIBUTE",
+    "RootFormat",
     "Connection",
     "connect",
     "store_exists",
@@ -37,14 +40,35 @@ __all__ = [
 ]
 
 
+LEGACY_ATTRIBUTE = "legacy_commits"  # root attribute: newest format-1 commit of each buffer
+
+
+@dataclass
+class RootFormat:
+    """What the root group says of the store's format: its version and, for a store
+    upgraded from format 1, the newest format-1 (checksum-less) commit of each buffer."""
+
+    version: int = layout.FORMAT_VERSION
+    legacy: dict[str, int] = field(default_factory=dict)
+
+    def legacy_seq(self, name: str) -> int | None:
+        """Up to which seq buffer ``name`` may hold format-1 manifests (``None``: any, in a
+        format-1 store; ``-1``: none)."""
+        if self.version < layout.FORMAT_VERSION:
+            return None
+        return self.legacy.get(name, -1)
+
+
 @dataclass(frozen=True)
 class Connection:
-    """An open store location: its URL, raw files and the zarr store over the same root."""
+    """An open store location: its URL, raw files and the zarr store over the same root,
+    and the root's format (filled in by :func:`store_exists` / :func:`create_root`)."""
 
     url: str
     files: LocalFiles | FsspecFiles
     zarr_store: Any
     read_only: bool
+    root: RootFormat = field(default_factory=RootFormat)
 
     @property
     def remote(self) -> bool:
@@ -60,10 +84,22 @@ def connect(url: str, storage_options: Mapping[str, Any] | None, read_only: bool
     """
     import zarr.storage
 
+    if storage_options is not None and not isinstance(storage_options, Mapping):
+        raise InvalidParameterTypeError(
+            "The 'storage_options' parameter of open_store must be None or a mapping. "
+            f"Got {storage_options!r} instead."
+        )
+    if url.startswith("file://") and not url[len("file://") :]:
+        raise InvalidParameterError(
+            "The 'url' parameter of open_store must name a location. Got 'file://' (no "
+            "path) instead; pass a path such as file:///data/m.zarr."
+        )
     try:
         files = open_files(url, storage_options)
     except ValueError as err:
         raise InvalidParameterError(str(err)) from err
+    except OSError as err:  # an unreachable server (ftp://), a missing archive (zip://)
+        raise access_error(err, url, "open the location") from err
     if isinstance(files, LocalFiles):
         zstore = zarr.storage.LocalStore(files.root, read_only=read_only)
     else:
@@ -74,7 +110,10 @@ def connect(url: str, storage_options: Mapping[str, Any] | None, read_only: bool
 
 
 def access_error(err: OSError, url: str, what: str) -> MemstoreError:
-    """``err`` (raised while doing ``what`` at ``url``) as a memstore error of the same kind."""
+    """``err`` (raised while doing ``what`` at ``url``) as a memstore error of the same kind
+    (one that already is a memstore error, such as an unsafe path, keeps its own kind)."""
+    if isinstance(err, MemstoreError):
+        return type(err)(*err.args)
     if isinstance(err, PermissionError):
         return StorePermissionError(
             f"Access to {url!r} was refused while trying to {what} ({err}): check the "
@@ -93,7 +132,12 @@ def _credential_errors() -> tuple[type[BaseException], ...]:
 
 
 def store_exists(conn: Connection) -> bool:
-    """Whether a memstore of a readable format is at the root (``False``: empty or absent)."""
+    """Whether a memstore of a readable format is at the root (``False``: empty or absent).
+
+    Records the root's format in ``conn.root``. A format-1 root opened for writing is
+    upgraded to the current format first (``FORMAT.md``, "Compatibility"); read-only, a
+    store is never modified.
+    """
     url = conn.url
     try:
         raw = conn.files.read(layout.ROOT_METADATA)
@@ -116,22 +160,61 @@ def store_exists(conn: Connection) -> bool:
             "storage_options={'key': ..., 'secret': ...} or set AWS_ACCESS_KEY_ID / "
             "AWS_SECRET_ACCESS_KEY."
         ) from err
-    try:
-        meta = json.loads(raw)
-    except ValueError as err:
-        raise CorruptStoreError(f"{url}/zarr.json is not valid JSON ({err}).") from err
-    version = (meta.get("attributes") or {}).get(layout.FORMAT_ATTRIBUTE)
+    meta = _root_metadata(raw, url)
+    attributes = meta.get("attributes")
+    version = attributes.get(layout.FORMAT_ATTRIBUTE)
     if version is None:
         raise FormatVersionError(
             f"{url!r} is a Zarr {meta.get('node_type', 'node')} but not a memstore "
             "(no 'memstore_format' attribute)."
         )
-    if not isinstance(version, int) or version > layout.FORMAT_VERSION:
+    if type(version) is not int or version > layout.FORMAT_VERSION:
         raise FormatVersionError(
             f"{url!r} was written with memstore format {version!r}; this memstore "
             f"reads format {layout.FORMAT_VERSION} and older. Upgrade memstore to open it."
         )
+    legacy = attributes.get(LEGACY_ATTRIBUTE, {})
+    if not isinstance(legacy, dict) or not all(
+        isinstance(k, str) and type(v) is int for k, v in legacy.items()
+    ):
+        raise CorruptStoreError(
+            f"{url}/zarr.json: attribute {LEGACY_ATTRIBUTE!r} is damaged (not an object of "
+            "int commit numbers)."
+        )
+    conn.root.version, conn.root.legacy = version, dict(legacy)
+    if version < layout.FORMAT_VERSION and not conn.read_only:
+        _upgrade_root(conn, meta)
     return True
+
+
+def _root_metadata(raw: bytes, url: str) -> dict[str, Any]:
+    try:
+        meta = json.loads(raw)
+        if not isinstance(meta, dict) or not isinstance(meta.get("attributes", {}), dict):
+            raise ValueError("not a Zarr group document")
+    except ValueError as err:
+        raise CorruptStoreError(f"{url}/zarr.json is damaged ({err}).") from err
+    meta.setdefault("attributes", {})
+    return meta
+
+
+def _upgrade_root(conn: Connection, meta: dict[str, Any]) -> None:
+    """Upgrade a format-1 root to the current format, recording the newest (format-1) commit
+    of each buffer: every manifest above it must carry a checksum (``FORMAT.md``)."""
+    legacy = {}
+    for name in conn.files.listdir(layout.BUFFERS):
+        entries = conn.files.listdir(layout.commits_dir(name))
+        seqs = [s for s in map(layout.manifest_seq, entries) if s is not None]
+        if seqs:
+            legacy[name] = max(seqs)
+    meta = dict(meta, attributes=dict(meta["attributes"]))
+    meta["attributes"][layout.FORMAT_ATTRIBUTE] = layout.FORMAT_VERSION
+    meta["attributes"][LEGACY_ATTRIBUTE] = legacy
+    try:
+        conn.files.write_file(layout.ROOT_METADATA, json.dumps(meta, indent=2).encode())
+    except OSError as err:
+        raise access_error(err, conn.url, "upgrade the store's format") from err
+    conn.root.version, conn.root.legacy = layout.FORMAT_VERSION, legacy
 
 
 def create_root(conn: Connection) -> None:
@@ -148,6 +231,7 @@ def create_root(conn: Connection) -> None:
         raise StorePermissionError(f"Cannot create a memstore at {conn.url!r}: {err}") from err
     except OSError as err:
         raise StoreAccessError(f"Cannot create a memstore at {conn.url!r}: {err}") from err
+    conn.root.version, conn.root.legacy = layout.FORMAT_VERSION, {}
 
 
 def probe_conditional_writes(conn: Connection) -> bool:

@@ -42,6 +42,7 @@ class FeatureCaches:
             if cache is None:
                 raise ReadOnlyStoreError(f"No feature cache {key!r} and the store is read-only.")
             return cache
+        self.conn.files.guard(layout.feature_dir(key), write=True)  # zarr writes around files
         return FeatureCache.open(
             self.conn.zarr_store,
             self.conn.files,

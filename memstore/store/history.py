@@ -91,6 +91,7 @@ class History:
             seq,
             where=f"{self.conn.url}/{path}",
             hint=f" Older commits ({older}) can be loaded with commit=N.",
+            legacy_seq=self.conn.root.legacy_seq(name),
         )
 
     def state_of(self, name: str, parsed: Mapping[str, Any]) -> dict[str, Any]:

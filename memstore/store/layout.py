@@ -33,12 +33,14 @@ __all__ = [
     "source_dir",
     "source_record_path",
     "new_source_index_prefix",
+    "is_source_index_prefix_of",
+    "SOURCE_INDEX_NAME",
     "feature_dir",
     "feature_values_metadata",
     "new_probe_dir",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # format 1 (no manifest checksums) is still read; see FORMAT.md
 FORMAT_ATTRIBUTE = "memstore_format"  # attribute of the root group holding FORMAT_VERSION
 ROOT_METADATA = "zarr.json"
 
@@ -50,6 +52,7 @@ PROBES = ".memstore"  # conditional-write probes (removed right after the probe)
 MANIFEST_NAME = re.compile(r"^(\d{10})\.json$")  # buffers/<name>/commits/<seq>.json
 SNAPSHOT_NAME = re.compile(r"^(\d{10})-([0-9a-f]{8})$")  # buffers/<name>/snapshots/<seq>-<id>
 SNAPSHOT_REF = re.compile(r"^snapshots/\d{10}-[0-9a-f]{8}$")  # a manifest's "snapshot" field
+SOURCE_INDEX_NAME = re.compile(r"^index-[0-9a-f]{8}$")  # sources/<name>/index-<id>
 
 
 def buffer_dir(name: str) -> str:
@@ -116,6 +119,14 @@ def source_record_path(name: str) -> str:
 def new_source_index_prefix(name: str) -> str:
     """A fresh prefix ``sources/<name>/index-<8 hex>`` for a source's index arrays."""
     return f"{SOURCES}/{name}/index-{uuid.uuid4().hex[:8]}"
+
+
+def is_source_index_prefix_of(prefix: object, name: str) -> bool:
+    """Whether ``prefix`` (read from a source record) is an index prefix of source ``name``:
+    ``sources/<name>/index-<8 hex>``, nothing else (never a path out of the store)."""
+    if not isinstance(prefix, str) or not prefix.startswith(f"{SOURCES}/{name}/"):
+        return False
+    return bool(SOURCE_INDEX_NAME.match(prefix[len(SOURCES) + len(name) + 2 :]))
 
 
 def feature_dir(key: str) -> str:

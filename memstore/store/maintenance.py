@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from memstore.errors import MemstoreError
 
-from . import layout
+from . import layout, manifest
 from .feature_caches import feature_cache_problems
 from .history import History
 from .source_index import SourceIndexes
 
-__all__ = ["Problem", "verify_store", "gc_store"]
+__all__ = ["Problem", "verify_store", "gc_store", "source_debris"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ def _scan_buffer(history: History, name: str, check_data: bool = True) -> _Buffe
             continue
         snapshot = layout.snapshot_path(name, parsed["snapshot"])
         try:
-            history.state_of(name, parsed)
+            state = history.state_of(name, parsed)
         except MemstoreError as err:
             if files.exists(snapshot):
                 scan.problems.append(Problem(snapshot, str(err)))
@@ -68,6 +70,8 @@ def _scan_buffer(history: History, name: str, check_data: bool = True) -> _Buffe
                 scan.problems.append(
                     Problem(snapshot, f"snapshot referenced by commit {seq} is missing")
                 )
+        else:
+            scan.problems.extend(_loadable(history, name, seq, state))
     for entry in files.listdir(layout.snapshots_dir(name)):
         if entry not in referenced and layout.snapshot_seq(entry) not in damaged:
             # A damaged manifest's snapshot is evidence for repair, not debris.
@@ -76,27 +80,81 @@ def _scan_buffer(history: History, name: str, check_data: bool = True) -> _Buffe
     return scan
 
 
+def _loadable(history: History, name: str, seq: int, state: dict) -> list[Problem]:
+    """What ``load`` would refuse in a commit whose manifest and arrays passed their checks:
+    the buffer's own ``load_state_dict`` checks, run as ``load`` runs them."""
+    path = layout.manifest_path(name, seq)
+    try:
+        manifest.rebuild(state, None, f"{history.conn.url}/{path}")
+    except MemstoreError as err:
+        return [Problem(path, str(err))]
+    return []
+
+
+def _guarded(where: str, check: Callable[[], None], out: list[Problem]) -> None:
+    """Run one part of verify; a failure to read that part is a problem, never an error."""
+    try:
+        check()
+    except (MemstoreError, OSError) as err:
+        out.append(Problem(where, f"cannot be checked ({type(err).__name__}: {err})"))
+
+
 def verify_store(history: History, sources: SourceIndexes) -> list[Problem]:
-    """Every manifest parses, every snapshot exists and matches its checksums; debris listed.
+    """Every manifest parses and holds its checksum, every snapshot exists and matches its
+    checksums, every commit rebuilds a buffer as ``load`` would; source records and their
+    indexes are checked; debris listed. Never raises on damage: it lists it.
 
     Cost: reads every published snapshot and source index once, O(store size).
     """
     files = history.conn.files
     out: list[Problem] = []
-    for name in files.listdir(layout.BUFFERS):
+
+    def buffer(name: str) -> None:
         scan = _scan_buffer(history, name)
         out.extend(scan.problems)
         out.extend(
             Problem(p, "leftover from an interrupted or lost commit", "debris") for p in scan.debris
         )
-    for entry in files.listdir(layout.PROBES):
-        out.append(Problem(f"{layout.PROBES}/{entry}", "leftover probe file", "debris"))
-    for name in files.listdir(layout.SOURCES):
+
+    def probes() -> None:
+        for entry in files.listdir(layout.PROBES):
+            out.append(Problem(f"{layout.PROBES}/{entry}", "leftover probe file", "debris"))
+
+    def source(name: str) -> None:
         try:
             sources.read(name)
         except MemstoreError as err:
             out.append(Problem(layout.source_dir(name), str(err)))
-    out.extend(Problem(path, message) for path, message in feature_cache_problems(history.conn))
+            return
+        out.extend(
+            Problem(p, "leftover from an interrupted re-indexing", "debris")
+            for p in sources.debris(name)
+        )
+
+    def each(folder: str, check: Callable[[str], None]) -> None:
+        for name in files.listdir(folder):
+            _guarded(f"{folder}/{name}", partial(check, name), out)
+
+    _guarded(layout.BUFFERS, partial(each, layout.BUFFERS, buffer), out)
+    _guarded(layout.PROBES, probes, out)
+    _guarded(layout.SOURCES, partial(each, layout.SOURCES, source), out)
+
+    def caches() -> None:
+        out.extend(Problem(path, msg) for path, msg in feature_cache_problems(history.conn))
+
+    _guarded(layout.FEATURES, caches, out)
+    return out
+
+
+def source_debris(sources: SourceIndexes) -> list[str]:
+    """Debris under ``sources/`` (see :meth:`SourceIndexes.debris`); sources whose record is
+    damaged or unreadable contribute none (their folders are evidence)."""
+    out: list[str] = []
+    for name in sources.conn.files.listdir(layout.SOURCES):
+        try:
+            out.extend(sources.debris(name))
+        except MemstoreError:
+            continue
     return out
 
 
@@ -136,4 +194,8 @@ def gc_store(history: History, keep: int, grace_seconds: float) -> list[str]:
         if old_enough(f"{layout.PROBES}/{entry}"):
             files.delete(f"{layout.PROBES}/{entry}")
             removed.append(f"{layout.PROBES}/{entry}")
+    for path in source_debris(SourceIndexes(history.conn)):
+        if old_enough(path):
+            files.delete(path)
+            removed.append(path)
     return removed

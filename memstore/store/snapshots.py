@@ -38,6 +38,7 @@ def write_arrays(conn: Connection, prefix: str, arrays: Mapping[str, np.ndarray]
     ``CHUNK_ROWS`` rows. Not synced: call ``files.sync_tree(prefix)`` before publishing it."""
     import zarr
 
+    conn.files.guard(prefix, write=True)  # zarr writes around the files layer
     group = zarr.open_group(store=conn.zarr_store, path=prefix, mode="w-")
     for key, value in arrays.items():
         value = np.ascontiguousarray(value)
@@ -55,6 +56,7 @@ def read_arrays(conn: Connection, prefix: str, specs: Mapping[str, Any]) -> dict
     """
     import zarr
 
+    conn.files.guard(prefix)  # zarr reads around the files layer
     out = {}
     for key, spec in specs.items():
         path = f"{prefix}/{key}"
@@ -65,7 +67,11 @@ def read_arrays(conn: Connection, prefix: str, specs: Mapping[str, Any]) -> dict
             raise CorruptStoreError(
                 f"{conn.url}/{path}: cannot read array ({type(err).__name__}: {err})."
             ) from err
-        if list(value.shape) != spec["shape"] or checksum(value) != spec["checksum"]:
+        if (
+            str(value.dtype) != spec["dtype"]
+            or list(value.shape) != spec["shape"]
+            or checksum(value) != spec["checksum"]
+        ):
             raise CorruptStoreError(
                 f"{conn.url}/{path}: content does not match the manifest's checksum "
                 "(damaged or modified after commit)."

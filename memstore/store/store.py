@@ -16,16 +16,14 @@ from typing import Any
 import numpy as np
 
 from memstore.errors import (
-    CorruptStoreError,
     MemstoreError,
     ReadOnlyStoreError,
     StoreExistsError,
     StoreNotFoundError,
-    StrategyMismatchError,
 )
 from memstore.features.cache import FeatureCache
 from memstore.io import FsspecFiles, LocalFiles
-from memstore.policies import ExemplarsBuffer, buffer_from_state
+from memstore.policies import ExemplarsBuffer
 
 from . import checks, commit, connect, layout, manifest
 from .feature_caches import FeatureCaches
@@ -131,6 +129,7 @@ class Store:
 
     def next_experience(self, name: str) -> int:
         """How many updates the latest commit of ``name`` has seen (0 if absent)."""
+        checks.valid_name(name, "Store.next_experience")
         if name not in self:
             return 0
         return int(self._history.manifest(name)["num_updates"])
@@ -188,22 +187,23 @@ class Store:
                 stored); without it such a buffer loads but refuses to update.
             allow_source_mismatch: load even if a source's fingerprint changed.
         """
+        sources = checks.sources_mapping(sources, "Store.load")
+        allow_source_mismatch = checks.boolean(
+            allow_source_mismatch, "allow_source_mismatch", "Store.load"
+        )
         parsed = self._history.manifest(name, commit)
         if sources is not None and not allow_source_mismatch:
             manifest.check_source_fingerprints(parsed, sources, name)
         state = self._history.state_of(name, parsed)
-        try:
-            return buffer_from_state(state, selection_strategy)
-        except StrategyMismatchError:
-            raise
-        except ValueError as err:
-            path = layout.manifest_path(name, parsed["seq"])
-            raise CorruptStoreError(f"{self.url}/{path}: {err}") from err
+        path = layout.manifest_path(name, parsed["seq"])
+        return manifest.rebuild(state, selection_strategy, f"{self.url}/{path}")
 
     def describe(self, name: str, commit: int | None = None) -> dict[str, Any]:
         """A JSON-able summary of a commit: policy, sizes, groups, classes, sources, history."""
         parsed = self._history.manifest(name, commit, "Store.describe")
         state = self._history.state_of(name, parsed)
+        path = layout.manifest_path(name, parsed["seq"])
+        manifest.rebuild(state, None, f"{self.url}/{path}")  # never describe what load refuses
         classes, counts = np.unique(state["columns"]["targets"], return_counts=True)
         groups = parsed["groups"]
         return {
@@ -257,12 +257,13 @@ class Store:
     # -- feature cache ------------------------------------------------------------------------
     def open_feature_cache(self, key: str) -> FeatureCache | None:
         """The feature cache entry ``key``, or ``None`` if it does not exist."""
-        return self._features.open(key)
+        return self._features.open(checks.valid_name(key, "Store.open_feature_cache"))
 
     def feature_cache(
         self, key: str, n: int, d: int, dtype: str = "float32", attrs: dict | None = None
     ) -> FeatureCache:
         """Open or create the feature cache entry ``key`` of shape ``[n, d]``."""
+        checks.valid_name(key, "Store.feature_cache")
         checks.choice(dtype, "dtype", "Store.feature_cache", ("float32", "float16"))
         return self._features.open_or_create(key, n, d, dtype, dict(attrs or {}))
 
@@ -283,6 +284,7 @@ class Store:
         """
         self._writable("gc")
         keep = checks.int_at_least(keep, "keep", "Store.gc", 1)
+        grace_seconds = checks.seconds(grace_seconds, "grace_seconds", "Store.gc")
         return gc_store(self._history, keep, grace_seconds)
 
     def __repr__(self) -> str:

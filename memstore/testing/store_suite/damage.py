@@ -52,7 +52,25 @@ def _damage(kind: str, url: str, options: dict | None) -> str:
         m["seq"] = 1
         fs.pipe_file(f"{root}/{path}", json.dumps(m).encode())
         return path
+    if kind in _FIELD_EDITS:
+        path = "buffers/b/commits/0000000002.json"
+        m = manifest(url, options, "b", 2)
+        _FIELD_EDITS[kind](m)
+        fs.pipe_file(f"{root}/{path}", json.dumps(m, indent=1, sort_keys=True).encode())
+        return path
     raise AssertionError(kind)
+
+
+# Edits of a manifest that keep it valid JSON of the right shape (caught by its checksum) or
+# not (caught by the field checks): each is damage naming the manifest.
+_FIELD_EDITS = {
+    "edited num_updates": lambda m: m.update(num_updates=m["num_updates"] + 1),
+    "edited seed": lambda m: m["params"].update(seed=m["params"]["seed"] + 1),
+    "edited message": lambda m: m.update(message=m["message"] + "!"),
+    "renamed field": lambda m: m.update(num_update=m.pop("num_updates")),
+    "field of a wrong type": lambda m: m.update(groups=[]),
+    "checksum removed": lambda m: m.pop("checksum"),
+}
 
 
 DAMAGE = [
@@ -62,6 +80,7 @@ DAMAGE = [
     "deleted snapshot",
     "garbled manifest",
     "manifest fields",
+    *_FIELD_EDITS,
 ]
 
 

@@ -16,6 +16,7 @@ from memstore import (
     StoreNotFoundError,
     open_store,
 )
+from memstore.store import FORMAT_VERSION
 from memstore.testing.reference import assert_state_equal
 from memstore.testing.store_child import run_stream
 
@@ -33,11 +34,12 @@ class FormatTests(StoreFixtures):
         store.save("b", run_stream("reservoir", 1, sources))
         fs, root = fs_root(store_url, storage_options)
         meta = json.loads(fs.cat_file(f"{root}/zarr.json"))
-        meta["attributes"]["memstore_format"] = 2
+        newer = FORMAT_VERSION + 1
+        meta["attributes"]["memstore_format"] = newer
         fs.pipe_file(f"{root}/zarr.json", json.dumps(meta).encode())
         before = tree(store_url, storage_options)
         for mode in ("r", "a"):
-            with pytest.raises(FormatVersionError, match=r"memstore format 2.*Upgrade memstore"):
+            with pytest.raises(FormatVersionError, match=rf"format {newer}.*Upgrade memstore"):
                 open_store(store_url, mode=mode, storage_options=storage_options)
         assert tree(store_url, storage_options) == before
 
@@ -70,9 +72,9 @@ class FormatTests(StoreFixtures):
         fs, root = fs_root(store_url, storage_options)
         m = manifest(store_url, storage_options, "b", 1)
         newer = (
-            dict(m, memstore_format=2)
+            dict(m, memstore_format=FORMAT_VERSION + 1)
             if keep_fields
-            else {"memstore_format": 2, "seq": 1, "layout": "something new"}
+            else {"memstore_format": FORMAT_VERSION + 1, "seq": 1, "layout": "something new"}
         )
         fs.pipe_file(f"{root}/buffers/b/commits/0000000001.json", json.dumps(newer).encode())
         with pytest.raises(FormatVersionError, match="commits/0000000001.json.*newer memstore"):
