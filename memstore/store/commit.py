@@ -105,6 +105,10 @@ def commit_state(
     snapshot = layout.new_snapshot_ref(seq)
     prefix = layout.snapshot_path(name, snapshot)
     publish_arrays(conn, prefix, arrays, f"write the snapshot of buffer {name!r}")
+    path = layout.manifest_path(name, seq)
+    if conn.files.exists(path):  # taken while the snapshot was written: skip the collision
+        conn.files.delete(prefix)
+        raise _conflict(name, seq, parent)
     parsed = manifest.encode(
         state,
         arrays,
@@ -116,7 +120,7 @@ def commit_state(
         sources=sources,
     )
     try:
-        conn.files.create_if_absent(layout.manifest_path(name, seq), manifest.to_bytes(parsed))
+        conn.files.create_if_absent(path, manifest.to_bytes(parsed))
     except CreateConflict as err:
         conn.files.delete(prefix)
         raise _conflict(name, seq, parent) from err

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from memstore.errors import (
+    BufferNotFoundError,
     CorruptStoreError,
     InvalidParameterError,
     MemstoreError,
@@ -265,9 +266,13 @@ class Store:
         }
 
     def delete_buffer(self, name: str) -> None:
-        """Remove a buffer and its whole history."""
+        """Remove a buffer and its whole history (damaged or not)."""
+        checks.valid_name(name, "Store.delete_buffer")
         self._writable(f"delete buffer {name!r}")
-        self._history.manifest(name, owner="Store.delete_buffer")
+        if not self._history.seqs(name) and not self.files.exists(layout.head_path(name)):
+            raise BufferNotFoundError(
+                f"No buffer named {name!r} in {self.url!r}; it holds {self.buffers()}."
+            )
         self.files.delete(layout.buffer_dir(name))
 
     # -- source records -----------------------------------------------------------------------

@@ -3,30 +3,23 @@ manifests reported (issue 8, items 1-4)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from memstore import (
     BufferNotFoundError,
     ConcurrentCommitError,
     CorruptStoreError,
-    Experience,
     ReservoirSamplingBuffer,
     UnrelatedHistoryError,
     open_store,
 )
 from memstore.testing.reference import assert_state_equal
+from memstore.testing.store_child import add_rows
 
 from .base import StoreFixtures
 from .files import fs_root, manifest, put, snapshot_path, tree
 
-__all__ = ["LineageTests", "add_rows"]
-
-
-def add_rows(buf: ReservoirSamplingBuffer, first: int, n: int = 10) -> None:
-    """Add ``n`` new rows with ids ``first .. first + n - 1`` (a large reservoir keeps all)."""
-    ids = np.arange(first, first + n, dtype=np.int64)
-    buf.update(Experience(targets=ids % 10, ids=ids, source="s"))
+__all__ = ["LineageTests"]
 
 
 def _errors(problems):
@@ -220,6 +213,10 @@ class LineageTests(StoreFixtures):
         with pytest.raises(CorruptStoreError):
             store.gc(keep=1, grace_seconds=0)
         assert tree(store_url, storage_options) == before
+        with pytest.raises(CorruptStoreError, match=_commits_path("b", 4)):
+            store.next_experience("b")
+        store.delete_buffer("b")  # a damaged buffer can still be deleted
+        assert "b" not in store and store.buffers() == []
 
     def test_snapshots_of_interrupted_commits_stay_debris(
         self, five_commits, store_url, storage_options
