@@ -131,7 +131,7 @@ class ConcurrencyTests(StoreFixtures):
                 child.stdin.flush()
             outputs = []
             for child in writers:
-                out, err = child.communicate(timeout=300)
+                out, err = child.communicate(timeout=900)
                 assert child.returncode == 0, err[-3000:]
                 outputs.append(out.split("\n"))
             out, err = other.communicate(input="", timeout=120)
