@@ -88,11 +88,12 @@ def build(store_path: str, spec: str, memory: int, seed: int) -> None:
     for experience in source.experiences(by_classes=SPLITS):
         buffer.update(experience)
         if not committed:
-            store.save(
+            store.save(  # the first save of a rerun goes on top of an interrupted run's
                 "herding",
                 buffer,
                 message=f"after experience {experience.index}",
                 sources={SOURCE: source},
+                overwrite=buffer.origin is None,
             )
     if committed:  # a finished memory is not committed twice: compare with it instead
         same = store.load("herding", sources={SOURCE: source}).buffer.equals(buffer.buffer)

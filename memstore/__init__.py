@@ -18,6 +18,7 @@ from .errors import (
     StoreExistsError,
     StoreNotFoundError,
     StorePermissionError,
+    UnrelatedHistoryError,
 )
 from .experiences import ExemplarSet, Experience
 from .features import extract_features
@@ -39,7 +40,7 @@ from .selection import (
     RandomExemplarsSelectionStrategy,
 )
 from .sources import ArraySource, ShardSource, fingerprint, write_shards
-from .store import Commit, Problem, Store, open_store
+from .store import Commit, Origin, Problem, Store, open_store
 
 __version__ = "0.1.0"
 
@@ -72,6 +73,7 @@ __all__ = [
     "ShardSource",
     "SourceMismatchError",
     "Commit",
+    "Origin",
     "Problem",
     "Store",
     "StoreAccessError",
@@ -80,6 +82,7 @@ __all__ = [
     "StorePermissionError",
     "InvalidParameterError",
     "InvalidParameterTypeError",
+    "UnrelatedHistoryError",
     "buffer_from_state",
     "open_store",
     "extract_features",

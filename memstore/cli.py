@@ -143,7 +143,9 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _gc(args: argparse.Namespace) -> int:
-    removed = open_store(args.store, mode="a").gc(keep=args.keep, grace_seconds=args.grace)
+    removed = open_store(args.store, mode="a").gc(
+        keep=args.keep, grace_seconds=args.grace, force=args.force
+    )
     if args.json:
         print(json.dumps({"removed": removed}, indent=1))
     else:
@@ -176,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=60.0,
         help="seconds a debris file must be old before removal (default 60)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="collect even while a buffer's newest commit is damaged (refused otherwise)",
     )
     p.set_defaults(run=_gc)
     for p in sub.choices.values():

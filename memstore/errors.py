@@ -12,6 +12,7 @@ __all__ = [
     "BufferNotFoundError",
     "ReadOnlyStoreError",
     "ConcurrentCommitError",
+    "UnrelatedHistoryError",
     "FormatVersionError",
     "SourceMismatchError",
     "MissingSourceError",
@@ -48,7 +49,13 @@ class ReadOnlyStoreError(MemstoreError, PermissionError):
 
 
 class ConcurrentCommitError(MemstoreError, RuntimeError):
-    """Another writer published the same commit number first."""
+    """The commit a save would publish (its parent + 1) is taken: another writer published it
+    first, or gc pruned it. Reload the buffer, apply the update again and save."""
+
+
+class UnrelatedHistoryError(MemstoreError, ValueError):
+    """A buffer that was not loaded from (or saved as) a buffer name was saved under that
+    existing name without saying what to build on (``parent=`` or ``overwrite=True``)."""
 
 
 class FormatVersionError(MemstoreError, ValueError):

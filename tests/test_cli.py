@@ -23,7 +23,7 @@ def store(store_url, storage_options):
     sources = make_sources()
     s = open_store(store_url, storage_options=storage_options)
     s.save("cb", run_stream("class", 3, sources), message="first", sources=sources)
-    s.save("cb", run_stream("class", 4, sources), message="second")
+    s.save("cb", run_stream("class", 4, sources), message="second", overwrite=True)
     s.save("r", run_stream("reservoir", 2, sources), message="res")
     return s
 

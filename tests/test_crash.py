@@ -13,6 +13,7 @@ expected state itself.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import random
@@ -204,9 +205,11 @@ def test_sigkill_during_commits_leaves_previous_or_next_commit(store_url, storag
     assert [c.seq for c in store.log(NAME)] == [last - 1, last]
     assert state_checksum(store.load(NAME).state_dict()) == expected[last]
     base = os.path.join(store_url, "buffers", NAME)
+    # Pruned commits leave tombstones: every seq 0..last stays taken, none is ever reused.
     assert sorted(os.listdir(os.path.join(base, "commits"))) == [
-        f"{last - 1:010d}.json",
-        f"{last:010d}.json",
+        f"{seq:010d}.json" for seq in range(last + 1)
     ]
+    with open(os.path.join(base, "head.json")) as f:
+        assert json.load(f)["seq"] <= last
     snapshots = sorted(n for n in os.listdir(os.path.join(base, "snapshots")) if n != "zarr.json")
     assert [s.split("-")[0] for s in snapshots] == [f"{last - 1:010d}", f"{last:010d}"]

@@ -80,6 +80,10 @@ class ExemplarsBuffer(ABC):
     #: the strategy ordering the rows of a group (recorded in the state), if the policy has
     #: one; ``None`` for random-weight policies.
     selection_strategy: ExemplarsSelectionStrategy | None = None
+    #: the commit this buffer's content comes from, set by ``Store.load`` and ``Store.save``
+    #: (a :class:`memstore.Origin`: store, buffer name, seq); ``None`` for a buffer never
+    #: loaded or saved. ``Store.save`` builds on it. Not part of :meth:`state_dict`.
+    origin: Any = None
     #: whether :func:`buffer_from_state` may hand this policy a ``selection_strategy``.
     takes_selection_strategy: ClassVar[bool] = False
 

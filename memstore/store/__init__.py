@@ -4,8 +4,8 @@
 next to this package.
 """
 
-from .history import Commit
+from .history import Commit, Origin
 from .maintenance import Problem
 from .store import FORMAT_VERSION, Store, open_store
 
-__all__ = ["FORMAT_VERSION", "Commit", "Problem", "Store", "open_store"]
+__all__ = ["FORMAT_VERSION", "Commit", "Origin", "Problem", "Store", "open_store"]

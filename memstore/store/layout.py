@@ -25,10 +25,14 @@ __all__ = [
     "snapshots_dir",
     "manifest_path",
     "manifest_seq",
+    "head_path",
+    "TOMBSTONE_KIND",
     "new_snapshot_ref",
     "snapshot_id",
     "snapshot_seq",
     "snapshot_path",
+    "HEAD_NAME",
+    "TEMP_PREFIX",
     "is_snapshot_ref_of",
     "source_dir",
     "source_record_path",
@@ -53,6 +57,9 @@ MANIFEST_NAME = re.compile(r"^(\d{10})\.json$")  # buffers/<name>/commits/<seq>.
 SNAPSHOT_NAME = re.compile(r"^(\d{10})-([0-9a-f]{8})$")  # buffers/<name>/snapshots/<seq>-<id>
 SNAPSHOT_REF = re.compile(r"^snapshots/\d{10}-[0-9a-f]{8}$")  # a manifest's "snapshot" field
 SOURCE_INDEX_NAME = re.compile(r"^index-[0-9a-f]{8}$")  # sources/<name>/index-<id>
+HEAD_NAME = "head.json"  # buffers/<name>/head.json: the newest seq published (a lower bound)
+TOMBSTONE_KIND = "tombstone"  # the "kind" of a pruned commit's file in commits/
+TEMP_PREFIX = ".tmp-"  # temp files of an interrupted write (local disk)
 
 
 def buffer_dir(name: str) -> str:
@@ -72,8 +79,16 @@ def manifest_path(name: str, seq: int) -> str:
     return f"{commits_dir(name)}/{seq:010d}.json"
 
 
+def head_path(name: str) -> str:
+    """``buffers/<name>/head.json``: the head marker, written after each publish."""
+    return f"{buffer_dir(name)}/{HEAD_NAME}"
+
+
 def manifest_seq(entry: str) -> int | None:
-    """The seq of a file name in ``commits/`` (``None`` if it is not a manifest's name)."""
+    """The seq of a file name in ``commits/`` (``None`` if it is not a manifest's name).
+
+    The file is a manifest or, once gc pruned the commit, its tombstone (see ``FORMAT.md``).
+    """
     m = MANIFEST_NAME.match(entry)
     return int(m.group(1)) if m else None
 

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from memstore.errors import (
+    BufferNotFoundError,
+    InvalidParameterError,
     MemstoreError,
     ReadOnlyStoreError,
     StoreExistsError,
@@ -27,11 +29,11 @@ from memstore.policies import ExemplarsBuffer
 
 from . import checks, commit, connect, layout, manifest
 from .feature_caches import FeatureCaches
-from .history import Commit, History, commit_of
+from .history import Commit, History, Origin, commit_of
 from .maintenance import Problem, gc_store, verify_store
 from .source_index import SourceIndexes
 
-__all__ = ["open_store", "Store", "Commit", "Problem", "FORMAT_VERSION"]
+__all__ = ["open_store", "Store", "Commit", "Origin", "Problem", "FORMAT_VERSION"]
 
 FORMAT_VERSION = layout.FORMAT_VERSION
 
@@ -82,6 +84,8 @@ class Store:
         self._history = History(self._conn)
         self._sources = SourceIndexes(self._conn)
         self._features = FeatureCaches(self._conn)
+        # Which store a buffer's origin names: the root on disk, or the URL.
+        self._location = self.url.rstrip("/") if self._conn.remote else self._conn.files.root
         self.supports_conditional_writes = True
         if not connect.store_exists(self._conn):
             if self.read_only:
@@ -140,11 +144,27 @@ class Store:
         buffer: ExemplarsBuffer,
         message: str = "",
         sources: Mapping[str, Any] | None = None,
+        *,
+        parent: int | None = None,
+        overwrite: bool = False,
     ) -> Commit:
         """Commit ``buffer``'s state as the next version of ``name`` (atomic).
 
-        ``sources`` (name -> dataset) records each source's fingerprint, checked on load.
-        Raises :class:`ConcurrentCommitError` if another writer published that version first.
+        The commit builds on the one the buffer was loaded from or last saved as
+        (``buffer.origin``) and is published as exactly that seq + 1; if another writer took
+        it first, :class:`~memstore.errors.ConcurrentCommitError` is raised and nothing
+        changes: reload, apply the update again and save (as git refuses a non-fast-forward
+        push). A buffer not from ``name`` starts ``name``'s history if the name is new;
+        under an existing name it needs ``parent=N`` (build on commit N) or
+        ``overwrite=True`` (on top of the latest), else
+        :class:`~memstore.errors.UnrelatedHistoryError`. Sets ``buffer.origin`` to the new
+        commit.
+
+        Args:
+            sources: name -> dataset; records each source's fingerprint, checked on load.
+            parent: the commit to build on, overriding ``buffer.origin``.
+            overwrite: build on the latest commit, whatever the buffer's origin.
+
         Cost: O(buffer size) written, plus one fingerprint per given source.
         """
         checks.valid_name(name, "Store.save")
@@ -155,15 +175,28 @@ class Store:
             )
         if not isinstance(message, str):
             raise checks.wrong_type("message", "Store.save", "a str", message)
+        if not isinstance(overwrite, bool):
+            raise checks.wrong_type("overwrite", "Store.save", "a bool", overwrite)
+        if parent is not None:
+            parent = checks.int_at_least(parent, "parent", "Store.save", 0)
+            if overwrite:
+                raise InvalidParameterError(
+                    "Store.save takes either parent= or overwrite=True, not both: parent=N "
+                    "builds on commit N, overwrite=True on the latest one."
+                )
+        top = self._history.top(name)
+        base = commit.parent_of(name, buffer.origin, self._location, top, parent, overwrite)
         state = buffer.state_dict()
         parsed = commit.commit_state(
             self._conn,
             name,
             state,
-            seqs=self._history.seqs(name),
+            parent=base,
+            top=top,
             message=message,
             sources=manifest.source_records(state, sources),
         )
+        buffer.origin = Origin(self._location, name, int(parsed["seq"]))
         return commit_of(parsed)
 
     def state(self, name: str, commit: int | None = None) -> dict[str, Any]:
@@ -179,6 +212,9 @@ class Store:
         allow_source_mismatch: bool = False,
     ) -> ExemplarsBuffer:
         """A buffer of the saved class whose ``state_dict()`` equals the committed one.
+
+        The buffer remembers the commit (``buffer.origin``): saving it under ``name`` again
+        publishes the next commit, or raises ``ConcurrentCommitError`` if that is taken.
 
         Args:
             commit: a commit ``seq`` (default: the latest).
@@ -196,7 +232,9 @@ class Store:
             manifest.check_source_fingerprints(parsed, sources, name)
         state = self._history.state_of(name, parsed)
         path = layout.manifest_path(name, parsed["seq"])
-        return manifest.rebuild(state, selection_strategy, f"{self.url}/{path}")
+        buffer = manifest.rebuild(state, selection_strategy, f"{self.url}/{path}")
+        buffer.origin = Origin(self._location, name, int(parsed["seq"]))
+        return buffer
 
     def describe(self, name: str, commit: int | None = None) -> dict[str, Any]:
         """A JSON-able summary of a commit: policy, sizes, groups, classes, sources, history."""
@@ -228,9 +266,13 @@ class Store:
         }
 
     def delete_buffer(self, name: str) -> None:
-        """Remove a buffer and its whole history."""
+        """Remove a buffer and its whole history (damaged or not)."""
+        checks.valid_name(name, "Store.delete_buffer")
         self._writable(f"delete buffer {name!r}")
-        self._history.manifest(name, owner="Store.delete_buffer")
+        if not self._history.seqs(name) and not self.files.exists(layout.head_path(name)):
+            raise BufferNotFoundError(
+                f"No buffer named {name!r} in {self.url!r}; it holds {self.buffers()}."
+            )
         self.files.delete(layout.buffer_dir(name))
 
     # -- source records -----------------------------------------------------------------------
@@ -276,16 +318,38 @@ class Store:
         """Check every manifest, array checksum and snapshot reference; list debris."""
         return verify_store(self._history, self._sources)
 
-    def gc(self, keep: int = 10, grace_seconds: float = 60.0) -> list[str]:
-        """Keep the last ``keep`` commits of each buffer; remove older ones and debris.
+    def gc(
+        self,
+        keep: int = 10,
+        grace_seconds: float = 60.0,
+        *,
+        force: bool = False,
+        remove_orphans: bool = False,
+    ) -> list[str]:
+        """Keep the newest ``keep`` loadable commits of each buffer; prune older ones, remove
+        debris.
 
-        Debris (unreferenced snapshots, temp files) younger than ``grace_seconds`` is left
-        alone: it may belong to a writer still committing. Returns the removed paths.
+        A pruned commit's manifest is replaced by a tombstone (its seq is never reused) and
+        its snapshot removed. A damaged commit never counts as kept; while the newest commit
+        of a buffer is damaged (or its manifest deleted) gc deletes nothing anywhere and
+        raises :class:`~memstore.errors.CorruptStoreError`, unless ``force=True``. Debris
+        (snapshots of interrupted commits, temp files) younger than ``grace_seconds`` is left
+        alone: it may belong to a writer still committing. Snapshots whose manifest was
+        deleted are evidence (verify reports them) and are removed only with
+        ``remove_orphans=True``. Returns the removed paths.
+
+        Cost: reads the manifests, and the snapshots of the newest commits until ``keep``
+        of them load.
         """
         self._writable("gc")
         keep = checks.int_at_least(keep, "keep", "Store.gc", 1)
         grace_seconds = checks.seconds(grace_seconds, "grace_seconds", "Store.gc")
-        return gc_store(self._history, keep, grace_seconds)
+        for flag, value in (("force", force), ("remove_orphans", remove_orphans)):
+            if not isinstance(value, bool):
+                raise checks.wrong_type(flag, "Store.gc", "a bool", value)
+        return gc_store(
+            self._history, keep, grace_seconds, force=force, remove_orphans=remove_orphans
+        )
 
     def __repr__(self) -> str:
         return f"Store({self.url!r}, mode={self.mode!r})"

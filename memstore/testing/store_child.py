@@ -11,8 +11,12 @@ command line):
 * ``resume URL JOBS_JSON`` — for each ``{"name", "policy"}`` job, load the buffer from the
   store (checking source fingerprints; herding gets its model re-attached), apply the remaining
   steps of the stream from ``store.next_experience(name)`` on, save it; prints one JSON line.
-* ``writer URL NAME PROC TRIES`` — after reading ``go`` on stdin, saves TRIES different buffers
-  under NAME as fast as it can; prints ``ack SEQ CHECKSUM`` or ``lost SEQ?`` per try.
+* ``writer URL NAME PROC COMMITS`` — after reading ``go`` on stdin, COMMITS times: loads the
+  latest commit of NAME, adds 10 new ids (:func:`add_rows`), saves; on
+  ``ConcurrentCommitError`` reloads and retries. Prints ``ack SEQ LOADED FIRST_ID`` per commit,
+  then ``conflicts N`` and ``done``.
+* ``gc URL KEEP`` — runs ``store.gc(keep=KEEP)`` in a loop until stdin closes; prints
+  ``error ...`` on any failure, then ``runs N``.
 * ``reader URL NAME`` — loads the newest commit in a loop until stdin closes; prints
   ``seen SEQ CHECKSUM`` per load and ``error ...`` on any failure.
 * ``crash-server URL NAME ROWS`` — imports everything once, then forks a fresh save-loop
@@ -59,7 +63,7 @@ __all__ = [
     "crash_buffer",
     "crash_step",
     "child_env",
-    "writer_buffer",
+    "add_rows",
     "main",
 ]
 
@@ -320,28 +324,55 @@ def resume(url: str, jobs: list[dict[str, str]]) -> None:
     print(json.dumps(out), flush=True)
 
 
-def writer_buffer(proc: int, attempt: int) -> ReservoirSamplingBuffer:
-    """A buffer whose content differs for every (process, attempt)."""
-    buf = ReservoirSamplingBuffer(300, seed=proc * 1000 + attempt)
-    ids = np.arange(500, dtype=np.int64) + 10_000 * proc
-    buf.update(Experience(targets=ids % 10, ids=ids, source=f"p{proc}", index=attempt))
-    return buf
+def add_rows(buf: ReservoirSamplingBuffer, first: int, n: int = 10) -> None:
+    """Add ``n`` new rows with ids ``first .. first + n - 1`` (a large reservoir keeps all)."""
+    ids = np.arange(first, first + n, dtype=np.int64)
+    buf.update(Experience(targets=ids % 10, ids=ids, source="s"))
 
 
-def writer(url: str, name: str, proc: int, tries: int) -> None:
+def writer(url: str, name: str, proc: int, commits: int) -> None:
+    """Load, add 10 ids, save; on a conflict reload and apply the update again."""
     store = open_store(url)
-    buffers = [writer_buffer(proc, i) for i in range(tries)]
-    digests = [state_checksum(b.state_dict()) for b in buffers]
     _emit("ready")
     sys.stdin.readline()
-    for buf, digest in zip(buffers, digests, strict=True):
-        try:
-            commit = store.save(name, buf, message=f"p{proc}")
-        except memstore.ConcurrentCommitError:
-            _emit("lost")
-            continue
-        _emit(f"ack {commit.seq} {digest}")
+    conflicts = 0
+    for k in range(commits):
+        first = 1_000_000 * (proc + 1) + 10 * k  # unique per (process, commit)
+        while True:
+            try:
+                buf = store.load(name)
+            except memstore.BufferNotFoundError:  # the listed newest was pruned meanwhile
+                continue
+            loaded = buf.origin.seq
+            add_rows(buf, first)
+            try:
+                commit = store.save(name, buf, message=f"p{proc} k{k}")
+            except memstore.ConcurrentCommitError:
+                conflicts += 1
+                continue
+            break
+        _emit(f"ack {commit.seq} {loaded} {first}")
+    _emit(f"conflicts {conflicts}")
     _emit("done")
+
+
+def collector(url: str, keep: int) -> None:
+    """Run gc until stdin closes (debris within the default grace is left alone)."""
+    import select
+
+    store = open_store(url)
+    _emit("ready")
+    runs = 0
+    while True:
+        ready, _, _ = select.select([sys.stdin], [], [], 0)
+        if ready and not sys.stdin.readline():
+            break
+        try:
+            store.gc(keep=keep)
+        except Exception as err:
+            _emit(f"error {type(err).__name__}: {err}")
+        runs += 1
+    _emit(f"runs {runs}")
 
 
 def reader(url: str, name: str) -> None:
@@ -379,6 +410,8 @@ def main(argv: list[str]) -> None:
         resume(url, json.loads(argv[2]))
     elif mode == "writer":
         writer(url, argv[2], int(argv[3]), int(argv[4]))
+    elif mode == "gc":
+        collector(url, int(argv[2]))
     elif mode == "reader":
         reader(url, argv[2])
     elif mode == "crash-server":

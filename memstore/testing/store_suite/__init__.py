@@ -23,6 +23,7 @@ from .damage import DamageTests
 from .files import fs_root, manifest, put, snapshot_path, tree
 from .history import HistoryTests
 from .inputs import BadInputTests, FormatTests
+from .lineage import LineageTests
 from .resume import ResumeTests
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "FormatTests",
     "BadInputTests",
     "HistoryTests",
+    "LineageTests",
     "fs_root",
     "tree",
     "put",
@@ -42,6 +44,6 @@ __all__ = [
 ]
 
 
-class StoreTests(ResumeTests, DamageTests, FormatTests, BadInputTests, HistoryTests):
+class StoreTests(ResumeTests, DamageTests, FormatTests, BadInputTests, HistoryTests, LineageTests):
     """Store behaviour every backend must show (all themes). Override ``store_url`` (a URL
     where no store exists yet, fresh per test) and, if needed, ``storage_options``."""

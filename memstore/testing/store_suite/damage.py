@@ -94,7 +94,7 @@ class DamageTests(StoreFixtures):
         states = []
         for steps in (1, 2, 3):
             buf = run_stream("class", steps, sources)
-            store.save("b", buf, message=f"steps {steps}")
+            store.save("b", buf, message=f"steps {steps}", overwrite=True)
             states.append(buf.state_dict())
         store.save("x", run_stream("reservoir", 2, sources))
         assert store.verify() == []

@@ -41,6 +41,7 @@ def put(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
 
 def manifest(url: str, options: dict | None, name: str, seq: int) -> dict:
     fs, root = fs_root(url, options)
+    fs.invalidate_cache()  # a listing cached by tree() would hide files written since
     return json.loads(fs.cat_file(f"{root}/buffers/{name}/commits/{seq:010d}.json"))
 
 

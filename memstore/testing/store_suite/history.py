@@ -25,7 +25,7 @@ class HistoryTests(StoreFixtures):
         states = []
         for steps in range(1, 6):
             buf = run_stream("random-class", steps, sources)
-            commit = store.save("b", buf, message=f"after step {steps - 1}")
+            commit = store.save("b", buf, message=f"after step {steps - 1}", overwrite=True)
             assert commit.seq == steps - 1
             assert store.next_experience("b") == steps
             states.append(buf.state_dict())
@@ -45,9 +45,11 @@ class HistoryTests(StoreFixtures):
         fs, root = fs_root(store_url, storage_options)
         kept = {seq: manifest(store_url, storage_options, "b", seq)["snapshot"] for seq in (3, 4)}
         removed = store.gc(keep=2, grace_seconds=0)
-        assert len(removed) == 6  # three manifests and their snapshots
+        assert len(removed) == 6  # three manifests (now tombstones) and their snapshots
         commits = sorted(p.rsplit("/", 1)[1] for p in fs.ls(f"{root}/buffers/b/commits", False))
-        assert commits == ["0000000003.json", "0000000004.json"]
+        assert commits == [f"{seq:010d}.json" for seq in range(5)]  # seqs 0-2 stay taken
+        for seq in range(3):
+            assert manifest(store_url, storage_options, "b", seq)["kind"] == "tombstone"
         snaps = sorted(p.rsplit("/", 1)[1] for p in fs.ls(f"{root}/buffers/b/snapshots", False))
         assert [s for s in snaps if s != "zarr.json"] == sorted(
             v.split("/")[1] for v in kept.values()
@@ -61,7 +63,7 @@ class HistoryTests(StoreFixtures):
         assert store.verify() == []
 
         # The next commit continues the numbering.
-        assert store.save("b", run_stream("random-class", 5, sources)).seq == 5
+        assert store.save("b", run_stream("random-class", 5, sources), overwrite=True).seq == 5
         with pytest.raises(ValueError, match="'keep' parameter"):
             store.gc(keep=0)
 

@@ -68,7 +68,7 @@ class FormatTests(StoreFixtures):
         store = open_store(store_url, storage_options=storage_options)
         first = run_stream("reservoir", 1, sources)
         store.save("b", first)
-        store.save("b", run_stream("reservoir", 2, sources))
+        store.save("b", run_stream("reservoir", 2, sources), overwrite=True)
         fs, root = fs_root(store_url, storage_options)
         m = manifest(store_url, storage_options, "b", 1)
         newer = (
