@@ -1,6 +1,6 @@
 """The store: named buffers with their commit history in a Zarr v3 hierarchy.
 
-The format (version 1) — the tree, the commit protocol, every manifest field — is documented
+The format (version 2; version 1 is read as is) — the tree, the commit protocol, every manifest field — is documented
 in ``FORMAT.md`` next to this module. :class:`Store` is a facade over the modules that
 implement it: ``connect`` (opening), ``layout`` (paths), ``manifest`` (the codec), ``commit``
 (the commit protocol), ``history`` (reading commits), ``source_index``, ``feature_caches`` and
@@ -55,8 +55,8 @@ def open_store(
 class Store:
     """A memstore hierarchy. Use :func:`open_store`.
 
-    Every failure of an operation is a :class:`~memstore.errors.MemstoreError` that also
-    inherits the built-in a caller would catch (``KeyError``, ``ValueError``, ``OSError``...).
+    Every failure is a :class:`~memstore.errors.MemstoreError` that also inherits the built-in
+    a caller would catch (``KeyError``, ``ValueError``, ``OSError``...).
 
     Args:
         url: a local path (``str`` or ``os.PathLike``), or any fsspec URL
@@ -155,10 +155,8 @@ class Store:
         it first, :class:`~memstore.errors.ConcurrentCommitError` is raised and nothing
         changes: reload, apply the update again and save (as git refuses a non-fast-forward
         push). A buffer not from ``name`` starts ``name``'s history if the name is new;
-        under an existing name it needs ``parent=N`` (build on commit N) or
-        ``overwrite=True`` (on top of the latest), else
-        :class:`~memstore.errors.UnrelatedHistoryError`. Sets ``buffer.origin`` to the new
-        commit.
+        under an existing name it needs ``parent=N`` or ``overwrite=True``, else
+        :class:`~memstore.errors.UnrelatedHistoryError`. Sets ``buffer.origin``.
 
         Args:
             sources: name -> dataset; records each source's fingerprint, checked on load.
