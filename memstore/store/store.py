@@ -1,10 +1,10 @@
 """The store: named buffers with their commit history in a Zarr v3 hierarchy.
 
-The format (version 2; version 1 is read as is) — the tree, the commit protocol, every manifest field — is documented
-in ``FORMAT.md`` next to this module. :class:`Store` is a facade over the modules that
-implement it: ``connect`` (opening), ``layout`` (paths), ``manifest`` (the codec), ``commit``
-(the commit protocol), ``history`` (reading commits), ``source_index``, ``feature_caches`` and
-``maintenance`` (verify / gc).
+The format (version 2; version 1 is read as is) — the tree, the commit protocol, every
+manifest field — is documented in ``FORMAT.md`` next to this module. :class:`Store` is a
+facade over the modules that implement it: ``connect`` (opening), ``layout`` (paths),
+``manifest`` (the codec), ``commit`` (the commit protocol), ``history`` (reading commits),
+``source_index``, ``feature_caches`` and ``maintenance`` (verify / gc).
 """
 
 from __future__ import annotations
