@@ -645,7 +645,8 @@ log = []
 done = 0
 while done < commits:
     buf = store.load("shared")
-    base = store.log("shared")[-1].seq
+    base = buf.origin.seq  # the commit this content was built on
+    time.sleep(0.005)  # "training": widens the window in which another writer commits
     ids = np.arange(10) + 1_000_000 * (wid + 1) + 10 * done
     buf.update(memstore.Experience(ids % 3, ids=ids, source="w"))
     try:
