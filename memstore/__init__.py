@@ -19,6 +19,7 @@ from .errors import (
     StoreNotFoundError,
     StorePermissionError,
     UnrelatedHistoryError,
+    UnsafePathError,
 )
 from .experiences import ExemplarSet, Experience
 from .features import extract_features
@@ -83,6 +84,7 @@ __all__ = [
     "InvalidParameterError",
     "InvalidParameterTypeError",
     "UnrelatedHistoryError",
+    "UnsafePathError",
     "buffer_from_state",
     "open_store",
     "extract_features",
