@@ -32,7 +32,8 @@ def store(tmp_path, sources):
     """Buffer 'b' (commits 0, 1, 2), 'p' (a ParametricBuffer, 1 commit), source fingerprints."""
     s = open_store(tmp_path / "m.zarr")
     for steps in (1, 2, 3):
-        s.save("b", run_stream("class", steps, sources), message=f"steps {steps}", sources=sources)
+        buf = run_stream("class", steps, sources)  # a fresh stream each time: on top of the latest
+        s.save("b", buf, message=f"steps {steps}", sources=sources, overwrite=steps > 1)
     s.save("p", run_stream("herding-class", 2, sources))
     return s
 
@@ -430,7 +431,7 @@ def test_writes_through_a_symlink_inside_the_root_are_refused(store, sources, ou
     snaps.symlink_to(moved, target_is_directory=True)
     before = _tree(outside)
     with pytest.raises(memstore.errors.UnsafePathError):
-        store.save("b", run_stream("class", 4, sources))
+        store.save("b", run_stream("class", 4, sources), overwrite=True)
     assert _tree(outside) == before
     assert [c.seq for c in store.log("b")] == [0, 1, 2]
     commits = Path(store.url) / "buffers" / "b" / "commits"
