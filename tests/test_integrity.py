@@ -484,3 +484,23 @@ def test_feature_cache_writes_through_a_symlink_are_refused(store, outside):
     with pytest.raises(memstore.errors.UnsafePathError):
         store.feature_cache("0123456789abcdef0123", 4, 2)
     assert _tree(outside) == before
+
+
+@pytest.mark.parametrize(
+    "args, error",
+    [
+        (("k1", -1, 4), ValueError),
+        (("k1", 4, 0), ValueError),
+        (("k1", "4", 4), TypeError),
+        (("k1", 4, 4, "int8"), ValueError),
+        (("k1", 4, 4, "float32", 3), TypeError),
+        (("../k1", 4, 4), ValueError),
+    ],
+)
+def test_feature_cache_arguments_are_checked_before_anything_is_written(tmp_path, args, error):
+    store = open_store(tmp_path / "m.zarr")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(error) as info:
+        store.feature_cache(*args)
+    assert isinstance(info.value, memstore.MemstoreError)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

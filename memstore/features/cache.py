@@ -21,7 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from memstore.errors import CorruptStoreError, ReadOnlyStoreError
+from memstore.errors import CorruptStoreError, ReadOnlyStoreError, SourceMismatchError
 from memstore.io import Files
 
 from .claims import ChunkClaims
@@ -151,7 +151,7 @@ class FeatureCache:
                 return cls(group, files, path, read_only)
         cache = cls.attach(zstore, files, path, read_only)
         if cache.shape != (n, d) or str(cache.values.dtype) != dtype:
-            raise ValueError(
+            raise SourceMismatchError(
                 f"The feature cache at {path} holds {cache.shape} {cache.values.dtype}, "
                 f"not ({n}, {d}) {dtype}: a different source or model produced it."
             )

@@ -7,7 +7,7 @@ from __future__ import annotations
 from memstore.errors import MemstoreError, ReadOnlyStoreError
 from memstore.features.cache import FeatureCache
 
-from . import layout
+from . import checks, layout
 from .connect import Connection
 
 __all__ = ["FeatureCaches", "feature_cache_problems"]
@@ -35,8 +35,17 @@ class FeatureCaches:
             self.conn.zarr_store, self.conn.files, folder, self.conn.read_only
         )
 
-    def open_or_create(self, key: str, n: int, d: int, dtype: str, attrs: dict) -> FeatureCache:
-        """The entry ``key`` of shape ``[n, d]``, created if absent (read-only: must exist)."""
+    def open_or_create(
+        self, key: str, n: int, d: int, dtype: str, attrs: dict | None
+    ) -> FeatureCache:
+        """The entry ``key`` of shape ``[n, d]``, created if absent (read-only: must exist).
+
+        Every argument is checked before anything is read or written."""
+        owner = "Store.feature_cache"
+        checks.valid_name(key, owner)
+        n, d = (checks.int_at_least(v, name, owner, 1) for name, v in (("n", n), ("d", d)))
+        checks.choice(dtype, "dtype", owner, ("float32", "float16"))
+        attrs = dict(checks.mapping(attrs, "attrs", owner) or {})
         if self.conn.read_only:
             cache = self.open(key)
             if cache is None:

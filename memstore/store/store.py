@@ -303,9 +303,7 @@ class Store:
         self, key: str, n: int, d: int, dtype: str = "float32", attrs: dict | None = None
     ) -> FeatureCache:
         """Open or create the feature cache entry ``key`` of shape ``[n, d]``."""
-        checks.valid_name(key, "Store.feature_cache")
-        checks.choice(dtype, "dtype", "Store.feature_cache", ("float32", "float16"))
-        return self._features.open_or_create(key, n, d, dtype, dict(attrs or {}))
+        return self._features.open_or_create(key, n, d, dtype, attrs)
 
     def feature_caches(self) -> list[str]:
         """Keys of the feature cache entries."""
