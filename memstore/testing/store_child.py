@@ -207,7 +207,7 @@ def _instrument(store: memstore.Store) -> None:
     Only ever called in a forked worker, which exits after its save loop: the patches below
     (of module functions and of the store's file layer) never leak into another test.
     """
-    import memstore.io as files_mod
+    import memstore.io.local as files_mod
     import memstore.store.snapshots as snapshots_mod
 
     def marked(phase: str, fn: Any) -> Any:
