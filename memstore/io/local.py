@@ -108,13 +108,13 @@ class LocalFiles:
             )
         failed: list[str] = []
 
-        def note(_fn: Any, where: str, err: BaseException) -> None:
-            if not isinstance(err, FileNotFoundError):  # removed meanwhile is fine
-                failed.append(f"{where}: {err}")
+        def note(_fn: Any, where: str, exc_info: Any) -> None:
+            if not isinstance(exc_info[1], FileNotFoundError):  # removed meanwhile is fine
+                failed.append(f"{where}: {exc_info[1]}")
 
         # Judged by the removals, not a second look: a claim may be re-created at once.
         if os.path.isdir(full) and not os.path.islink(full):
-            shutil.rmtree(full, onexc=note)  # never follows links inside the tree
+            shutil.rmtree(full, onerror=note)  # never follows links inside the tree
         else:
             try:
                 os.unlink(full)
