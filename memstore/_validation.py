@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numbers
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,7 @@ __all__ = [
     "set_generator_state",
     "param_error",
     "check_name",
+    "check_sources_mapping",
 ]
 
 
@@ -50,6 +51,19 @@ def check_name(value: Any, name: str, owner: str) -> str:
             owner,
             "1-128 characters of letters, digits, '_', '.', '-' (starting with a letter or digit)",
             value,
+        )
+    return value
+
+
+def check_sources_mapping(value: Any, owner: str) -> Mapping[str, Any] | None:
+    """``sources`` arguments: ``None`` or a mapping of source names to datasets."""
+    if value is not None and not isinstance(value, Mapping):
+        raise param_error(
+            "sources",
+            owner,
+            "a mapping of source names to datasets, or None",
+            type(value).__name__,
+            kind=TypeError,
         )
     return value
 

@@ -19,6 +19,7 @@ __all__ = [
     "DetachedStrategyError",
     "StoreNotFoundError",
     "CorruptShardError",
+    "SourceNotFoundError",
     "StoreAccessError",
     "StrategyMismatchError",
     "StoreExistsError",
@@ -79,6 +80,10 @@ class DetachedStrategyError(MemstoreError, RuntimeError):
 
 class StoreNotFoundError(MemstoreError, FileNotFoundError):
     """No store at the given location (and the mode does not create one)."""
+
+
+class SourceNotFoundError(MemstoreError, FileNotFoundError):
+    """A source's data (e.g. a shard named by a ShardSource spec) does not exist."""
 
 
 class CorruptShardError(MemstoreError, ValueError):

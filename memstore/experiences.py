@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._validation import as_int_array, check_int
+from ._validation import as_int_array, check_int, check_name
 
 __all__ = ["Experience", "ExemplarSet", "COLUMNS"]
 
@@ -18,7 +18,9 @@ COLUMNS = ("source", "ids", "targets", "task_labels", "experience")
 
 
 def _source_column(source: Any, n: int, owner: str) -> np.ndarray:
+    """One source name per row; every name follows the one name rule (``check_name``)."""
     if isinstance(source, str):
+        check_name(source, "source", owner)
         return np.full(n, source, dtype=f"<U{max(1, len(source))}")
     arr = np.asarray(source)
     if arr.ndim != 1 or arr.shape[0] != n or arr.dtype.kind not in "UO":
@@ -26,7 +28,10 @@ def _source_column(source: Any, n: int, owner: str) -> np.ndarray:
             f"The 'source' parameter of {owner} must be a str or {n} str values. "
             f"Got {source!r:.80} instead."
         )
-    return arr.astype(np.str_)
+    arr = arr.astype(np.str_)
+    for name in np.unique(arr).tolist():  # a few distinct names, not one check per row
+        check_name(name, "source", owner)
+    return arr
 
 
 @dataclass(frozen=True, eq=False)
@@ -139,11 +144,7 @@ class Experience:
             tasks = np.full(n, int(self.task_labels), dtype=np.int64)
         else:
             tasks = as_int_array(self.task_labels, "task_labels", owner, length=n)
-        if not isinstance(self.source, str) or not self.source:
-            raise TypeError(
-                f"The 'source' parameter of {owner} must be a non-empty str. "
-                f"Got {self.source!r} instead."
-            )
+        check_name(self.source, "source", owner)  # the one rule for buffer and source names
         index = check_int(self.index, "index", owner, minimum=0, allow_none=True)
         if self.data is not None and len(self.data) != n:
             raise ValueError(

@@ -386,3 +386,26 @@ def test_buffer_from_state_unknown_policy():
         memstore.buffer_from_state({**state, "policy": "Nonsense"})
     with pytest.raises(ValueError, match="None"):
         memstore.buffer_from_state([1, 2])
+
+
+@pytest.mark.parametrize("source", ["-x", "", "zarr.json", "a/b"])
+def test_experience_source_follows_the_one_name_rule(source):
+    with pytest.raises(ValueError, match="'source' parameter of Experience"):
+        Experience(targets=[0], source=source)
+
+
+@pytest.mark.parametrize("sources", [3, ["train"], "train"])
+def test_update_and_resize_refuse_sources_that_are_not_a_mapping(sources):
+    buf = memstore.ReservoirSamplingBuffer(5)
+    buf.update(Experience(targets=[0, 1], ids=[0, 1]))
+    before = buf.state_dict()
+    with pytest.raises(TypeError, match="'sources' parameter of ReservoirSamplingBuffer.update"):
+        buf.update(Experience(targets=[0], ids=[2]), sources=sources)
+    with pytest.raises(TypeError, match="'sources' parameter of ReservoirSamplingBuffer.resize"):
+        buf.resize(3, sources=sources)
+    assert_state_equal(buf.state_dict(), before)
+
+
+def test_a_missing_shard_is_a_named_error(tmp_path):
+    with pytest.raises(memstore.SourceNotFoundError, match="does not exist"):
+        memstore.ShardSource(str(tmp_path / "no-{0..1}.tar"), progress=False)

@@ -16,7 +16,13 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from memstore._validation import check_int, generator_state, make_generator, set_generator_state
+from memstore._validation import (
+    check_int,
+    check_sources_mapping,
+    generator_state,
+    make_generator,
+    set_generator_state,
+)
 from memstore.errors import StrategyMismatchError
 from memstore.experiences import COLUMNS, ExemplarSet, Experience
 from memstore.selection.strategies import ExemplarsSelectionStrategy, strategy_record
@@ -141,6 +147,7 @@ class ExemplarsBuffer(ABC):
                 f"The 'experience' parameter of {type(self).__name__}.update must be a "
                 f"memstore.Experience. Got {type(experience).__name__} instead."
             )
+        check_sources_mapping(sources, f"{type(self).__name__}.update")
         snapshot = self.state_dict()
         try:
             index = experience.index if experience.index is not None else self._num_updates
@@ -153,6 +160,7 @@ class ExemplarsBuffer(ABC):
     def resize(self, new_size: int, sources: Mapping[str, Any] | None = None) -> None:
         """Change ``max_size``; shrinking drops exemplars by the policy's rule."""
         new_size = check_int(new_size, "new_size", f"{type(self).__name__}.resize", minimum=1)
+        check_sources_mapping(sources, f"{type(self).__name__}.resize")
         snapshot = self.state_dict()
         try:
             self._resize(new_size, sources)

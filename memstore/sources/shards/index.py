@@ -17,7 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from memstore.errors import CorruptStoreError, FormatVersionError, SourceMismatchError
+from memstore.errors import (
+    CorruptStoreError,
+    FormatVersionError,
+    SourceMismatchError,
+    SourceNotFoundError,
+)
 
 from ..base import SourceIndexStore
 from .files import ShardFiles
@@ -113,7 +118,9 @@ def shard_states(files: ShardFiles, urls: Sequence[str], name: str) -> tuple[lis
         try:
             sizes.append(files.size(s))
         except FileNotFoundError as err:
-            raise FileNotFoundError(f"Shard {url!r} of {_OWNER} {name!r} does not exist.") from err
+            raise SourceNotFoundError(
+                f"Shard {url!r} of {_OWNER} {name!r} does not exist."
+            ) from err
     ranges = [(s, a, b) for s, size in enumerate(sizes) for a, b in _hash_ranges(size)]
     got = files.read_ranges(*map(list, zip(*ranges, strict=True))) if ranges else []
     hashers = [hashlib.blake2b(b"%d\0" % size, digest_size=16) for size in sizes]
