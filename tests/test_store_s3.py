@@ -58,8 +58,8 @@ def test_round_trip_history_verify_gc_on_moto(moto_server):
     store = memstore.open_store(url, storage_options=options)
     states = []
     for steps in (1, 2, 3):
-        buf = run_stream("class", steps, sources)
-        store.save("b", buf, message=f"after {steps}")
+        buf = run_stream("class", steps, sources)  # a fresh stream: on top of the latest
+        store.save("b", buf, message=f"after {steps}", overwrite=steps > 1)
         states.append(buf.state_dict())
     again = memstore.open_store(url, mode="r", storage_options=options)
     assert [c.message for c in again.log("b")] == ["after 1", "after 2", "after 3"]
@@ -117,5 +117,5 @@ def test_store_survives_fsspec_instance_reuse(s3_server):
     assert reader.buffers() == []
     writer = memstore.open_store(url, storage_options=options)
     writer.save("b", _small_buffer())
-    writer.save("b", _small_buffer())
+    writer.save("b", _small_buffer(), overwrite=True)
     assert reader.buffers() == ["b"] and [c.seq for c in reader.log("b")] == [0, 1]
