@@ -98,7 +98,7 @@ class ExemplarsBuffer:
                 f"{type(loaded).__name__} with parameters {theirs}, not {mine}. Use another "
                 "name, or the recorded parameters."
             )
-        self.memory.load_state_dict(loaded.state_dict())
+        self.memory = loaded  # load -> update -> save: the loaded buffer is the memory
         self.commit = self.store.log(self.name)[-1].seq
 
     def _commit(self) -> None:
@@ -217,7 +217,8 @@ def _feature_strategy(strategy: Any) -> Any:
 
 
 def _comparable(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in params.items()}
+    """Parameters that must agree to continue a stored memory (all of them)."""
+    return dict(sorted(params.items()))
 
 
 class ReservoirSamplingBuffer(ExemplarsBuffer):
