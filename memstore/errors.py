@@ -24,6 +24,7 @@ __all__ = [
     "StorePermissionError",
     "InvalidParameterError",
     "InvalidParameterTypeError",
+    "IdConflictError",
 ]
 
 
@@ -100,3 +101,8 @@ class InvalidParameterError(MemstoreError, ValueError):
 
 class InvalidParameterTypeError(MemstoreError, TypeError):
     """A store operation got a parameter of the wrong type."""
+
+
+class IdConflictError(MemstoreError, ValueError):
+    """An update brings a (source, id) the buffer holds, with another target or task label:
+    the ids do not name one sample (positions local to each experience, say)."""

@@ -97,3 +97,25 @@ def test_an_experience_over_two_roots_is_refused():
     both = make_avalanche_dataset(a).concat(make_avalanche_dataset(b))
     with pytest.raises(ms.MultipleRootsError, match="2 root datasets"):
         ms.ReservoirSamplingBuffer(5).experience_of(both)
+
+
+def test_core_from_dataset_refuses_avalanche_views_and_names_the_fix():
+    import memstore
+
+    data = labelled_tensors(60)
+    bench = nc_benchmark(data, data, n_experiences=5, task_labels=False, seed=0)
+    with pytest.raises(ValueError, match="memstore.avalanche"):
+        memstore.Experience.from_dataset(bench.train_stream[0].dataset)
+
+
+def test_core_buffer_refuses_local_positions_that_collide():
+    # The failure: positions local to each experience under one source name.
+    import memstore
+
+    data = labelled_tensors(60)
+    bench = nc_benchmark(data, data, n_experiences=5, task_labels=False, seed=0)
+    buf = memstore.ClassBalancedBuffer(20)
+    with pytest.raises(memstore.IdConflictError):
+        for exp in bench.train_stream:
+            d = exp.dataset
+            buf.update(memstore.Experience(targets=list(d.targets), source="train"))
