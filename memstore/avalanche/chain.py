@@ -49,42 +49,31 @@ class RootView:
 
     def dataset(self, ids: np.ndarray, targets: np.ndarray | None, tasks: np.ndarray) -> Any:
         """An ``AvalancheDataset`` of ``root[ids]`` with the transforms, targets and tasks."""
-        data: Any = torch.utils.data.Subset(self.root, [int(i) for i in ids])
+        data = self._transformed(torch.utils.data.Subset(self.root, [int(i) for i in ids]))
+        attributes = [
+            DataAttribute([int(t) for t in tasks], "targets_task_labels", use_in_getitem=True)
+        ]
+        if targets is not None:
+            attributes.insert(0, DataAttribute([int(t) for t in targets], "targets"))
+        return TaskAwareClassificationDataset([data], data_attributes=attributes)
+
+    def reader(self) -> Any:
+        """The whole root with the transforms, ``reader[id]`` (for feature extraction)."""
+        return self._transformed(self.root)
+
+    def _transformed(self, data: Any) -> Any:
         for frozen, groups in reversed(self.levels):
             data = make_avalanche_dataset(
                 data,
                 transform_groups=copy.copy(groups),
                 frozen_transform_groups=copy.copy(frozen),
             )
-        attributes = [
-            DataAttribute([int(t) for t in tasks], "targets_task_labels", use_in_getitem=True)
-        ]
-        if targets is not None:
-            attributes.insert(0, DataAttribute([int(t) for t in targets], "targets"))
-        out = TaskAwareClassificationDataset([data], data_attributes=attributes)
-        return out.with_transforms(self.group) if self.levels else out
-
-    def reader(self) -> Any:
-        """Items ``reader[id]`` of the whole root, transformed (for feature extraction)."""
-        n = len(self.root)
-        return _IdReader(self, n)
+        return data.with_transforms(self.group) if self.levels else data
 
 
 def empty_dataset() -> Any:
     """An empty task-aware classification dataset (the buffer before any update)."""
     return TaskAwareClassificationDataset([])
-
-
-class _IdReader(torch.utils.data.Dataset):
-    def __init__(self, view: RootView, n: int) -> None:
-        self.view, self.n = view, n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, index: int) -> Any:
-        ids = np.array([int(index)], dtype=np.int64)
-        return self.view.dataset(ids, None, np.zeros(1, dtype=np.int64))[0][:-1]
 
 
 @dataclass

@@ -119,3 +119,31 @@ def test_core_buffer_refuses_local_positions_that_collide():
         for exp in bench.train_stream:
             d = exp.dataset
             buf.update(memstore.Experience(targets=list(d.targets), source="train"))
+
+
+def double(x):
+    return 2 * x
+
+
+def test_old_exemplars_are_read_from_the_root_with_the_experience_transforms(tmp_path):
+    data = labelled_tensors(100)
+    bench = nc_benchmark(
+        data, data, n_experiences=5, task_labels=True, seed=0, train_transform=double
+    )
+    exps = list(bench.train_stream)
+    policy = ms.ClassBalancedBuffer(20, store=str(tmp_path / "m"), name="t")
+    for exp in exps[:3]:
+        policy.post_adapt(None, exp)
+    ids, tasks = policy.memory.buffer.ids, policy.memory.buffer.task_labels
+    items = [policy.buffer[i] for i in range(20)]
+    for i, (x, y, t) in enumerate(items):
+        assert torch.equal(x, 2 * data[int(ids[i])][0])
+        assert (int(y), int(t)) == (data.targets[int(ids[i])], int(tasks[i]))
+    assert set(tasks.tolist()) == {0, 1, 2}
+    # A restarted process: the memory comes from the store, the roots from attach().
+    again = ms.ClassBalancedBuffer(20, store=str(tmp_path / "m"), name="t")
+    with pytest.raises(KeyError, match="attach"):
+        again.buffer  # noqa: B018
+    again.attach(exps[3].dataset)
+    for a, b in zip(items, again.buffer, strict=True):
+        assert torch.equal(a[0], b[0]) and a[1:] == list(b[1:])
