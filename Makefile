@@ -5,9 +5,20 @@ PYTHON ?= python3.11
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
+# The Avalanche drop-in's tests run in an environment of their own: avalanche-lib imports
+# torchvision, whose wheels do not load against TORCH_SPEC; these two load together on CPU.
+# avalanche-lib is installed without its declared requirements (CUDA-era pins and solvers
+# it never imports here); AVALANCHE_DEPS are the packages its training and benchmark
+# modules do import.
+AV_VENV ?= .venv-avalanche
+AV_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+AVALANCHE_DEPS ?= dill==0.4.1 gdown==6.5.1 pytorchcv==0.0.74 matplotlib==3.11.2 \
+	wandb==0.31.0 psutil==7.2.2 GPUtil==1.4.0 torchmetrics==1.9.0 tensorboard==2.21.0 \
+	qpsolvers==4.13.0
+AV_PY := $(AV_VENV)/bin/python
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup test demo lint shape bench clean
+.PHONY: setup setup-avalanche test test-avalanche demo lint shape bench bench-avalanche clean
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
@@ -19,9 +30,26 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-test: setup
+$(AV_VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
+	$(PYTHON) -m venv $(AV_VENV)
+	$(AV_PY) -m pip install --quiet --upgrade pip
+	$(AV_PY) -m pip install --quiet $(AV_TORCH_SPEC)
+	$(AV_PY) -m pip install --quiet --no-deps avalanche-lib==0.6.0
+	$(AV_PY) -m pip install --quiet $(AVALANCHE_DEPS) $(AV_TORCH_SPEC)
+	$(AV_PY) -m pip install --quiet -e ".[dev]" $(AV_TORCH_SPEC)
+	touch $@
+
+setup-avalanche: $(AV_VENV)/.installed
+
+# The main suite, then the Avalanche drop-in's (tests/avalanche/, in its own environment).
+test: setup setup-avalanche
 	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --ignore=tests/avalanche
+	$(MAKE) test-avalanche
+
+test-avalanche: setup-avalanche
+	$(AV_PY) -m pytest -q -p no:cacheprovider tests/avalanche
 
 demo: setup
 	$(PY) examples/split_digits.py
@@ -39,5 +67,8 @@ shape: setup
 bench: setup
 	OMP_NUM_THREADS=1 $(PY) tools/bench_selection.py
 
+bench-avalanche: setup-avalanche
+	OMP_NUM_THREADS=1 $(AV_PY) tools/bench_avalanche.py
+
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(AV_VENV)

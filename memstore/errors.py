@@ -27,6 +27,7 @@ __all__ = [
     "InvalidParameterError",
     "InvalidParameterTypeError",
     "UnsafePathError",
+    "IdConflictError",
 ]
 
 
@@ -118,3 +119,8 @@ class InvalidParameterTypeError(MemstoreError, TypeError):
 class UnsafePathError(MemstoreError, PermissionError):
     """A path would lead outside the store root, or a write or delete would go through a
     symbolic link inside it; memstore refuses both."""
+
+
+class IdConflictError(MemstoreError, ValueError):
+    """An update brings a (source, id) the buffer holds, with another target or task label:
+    the ids do not name one sample (positions local to each experience, say)."""

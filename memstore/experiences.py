@@ -91,6 +91,14 @@ def _unwrap_subset(dataset: Any) -> tuple[Any, np.ndarray | None]:
     return dataset, indices
 
 
+def _is_view(dataset: Any) -> bool:
+    """A dataset whose positions are not ids of one root: a concatenation, an Avalanche view."""
+    module = type(dataset).__module__ or ""
+    return isinstance(dataset, torch.utils.data.ConcatDataset) or module.split(".")[0] == (
+        "avalanche"
+    )
+
+
 @dataclass(frozen=True, eq=False)
 class Experience:
     """The candidates of one buffer update.
@@ -171,10 +179,27 @@ class Experience:
     ) -> Experience:
         """Read ``.targets`` (and ``.targets_task_labels`` if present) of a map-style dataset.
 
-        A ``torch.utils.data.Subset`` is resolved to its root dataset: ids become the root
-        indices, so experiences cut from one dataset share one id space.
+        What the ids mean, by kind of dataset:
+
+        * a ``torch.utils.data.Subset`` (nested or not): resolved to its root dataset, ids are
+          the root indices, so experiences cut from one dataset share one id space;
+        * any other map-style dataset is taken as a root: ids are its positions ``0..N-1``;
+        * ``ids=`` given: those ids, whatever the dataset.
+
+        Refused without ``ids=`` (``ValueError``), because positions there are not sample ids
+        and experiences would collide in one source: a ``ConcatDataset`` (or a ``Subset`` of
+        one), and Avalanche datasets (``AvalancheDataset`` views are subsets and
+        concatenations of their own; use :mod:`memstore.avalanche`, which resolves them).
         """
         root, root_idx = _unwrap_subset(dataset)
+        if ids is None and _is_view(root):
+            raise ValueError(
+                "The 'dataset' parameter of Experience.from_dataset must be a root dataset or a "
+                f"Subset of one when 'ids' is not given. Got {type(root).__name__} (from "
+                f"{type(root).__module__}) instead, whose positions are not sample ids: "
+                "experiences cut from it would collide. Pass ids= (indices in the root "
+                "dataset), or, for Avalanche data, use memstore.avalanche."
+            )
         targets = getattr(
             dataset, "targets", None
         )  # shape: allow Avalanche-style attributes of a user dataset

@@ -409,3 +409,39 @@ def test_update_and_resize_refuse_sources_that_are_not_a_mapping(sources):
 def test_a_missing_shard_is_a_named_error(tmp_path):
     with pytest.raises(memstore.SourceNotFoundError, match="does not exist"):
         memstore.ShardSource(str(tmp_path / "no-{0..1}.tar"), progress=False)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: memstore.ReservoirSamplingBuffer(10),
+        lambda: memstore.ClassBalancedBuffer(10),
+        lambda: memstore.ExperienceBalancedBuffer(10),
+        lambda: memstore.ParametricBuffer(10, groupby="class"),
+    ],
+)
+def test_a_known_id_with_another_target_or_task_is_refused_and_changes_nothing(make):
+    buf = make()
+    buf.update(Experience(targets=[0, 1, 2], ids=[5, 6, 7], source="s"))
+    before = buf.state_dict()
+    with pytest.raises(memstore.IdConflictError, match=r"\('s', 6\)") as info:
+        buf.update(Experience(targets=[3, 4], ids=[8, 6], source="s"))
+    assert isinstance(info.value, ValueError)
+    with pytest.raises(memstore.IdConflictError, match="task"):
+        buf.update(Experience(targets=[0], ids=[5], task_labels=1, source="s"))
+    assert_state_equal(buf.state_dict(), before)
+    # The same id with the same target and task, or another source, is accepted.
+    buf.update(Experience(targets=[1], ids=[6], source="s"))
+    buf.update(Experience(targets=[9], ids=[6], source="other"))
+
+
+def test_from_dataset_refuses_a_concatenation_without_ids():
+    a = memstore.ArraySource(np.zeros((4, 2), dtype=np.float32), np.arange(4) % 2)
+    both = torch.utils.data.ConcatDataset([a, a])
+    both.targets = np.r_[a.targets, a.targets]
+    with pytest.raises(ValueError, match="ConcatDataset"):
+        Experience.from_dataset(both)
+    with pytest.raises(ValueError, match="ConcatDataset"):
+        Experience.from_dataset(torch.utils.data.Subset(both, [0, 5]))
+    exp = Experience.from_dataset(both, ids=np.arange(8) + 100)
+    assert exp.ids.tolist() == list(range(100, 108))

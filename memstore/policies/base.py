@@ -23,7 +23,7 @@ from memstore._validation import (
     make_generator,
     set_generator_state,
 )
-from memstore.errors import StrategyMismatchError
+from memstore.errors import IdConflictError, StrategyMismatchError
 from memstore.experiences import COLUMNS, ExemplarSet, Experience
 from memstore.selection.strategies import ExemplarsSelectionStrategy, strategy_record
 
@@ -32,6 +32,7 @@ __all__ = [
     "POLICIES",
     "STATE_FORMAT",
     "buffer_from_state",
+    "check_known_ids",
     "check_state",
     "first_appearance_groups",
 ]
@@ -148,10 +149,12 @@ class ExemplarsBuffer(ABC):
                 f"memstore.Experience. Got {type(experience).__name__} instead."
             )
         check_sources_mapping(sources, f"{type(self).__name__}.update")
+        index = experience.index if experience.index is not None else self._num_updates
+        rows = experience.as_exemplars(index)
+        check_known_ids(self.buffer, rows, type(self).__name__)
         snapshot = self.state_dict()
         try:
-            index = experience.index if experience.index is not None else self._num_updates
-            self._update(experience, experience.as_exemplars(index), index, sources)
+            self._update(experience, rows, index, sources)
             self._num_updates += 1
         except BaseException:
             self.load_state_dict(snapshot)
@@ -288,6 +291,34 @@ class ExemplarsBuffer(ABC):
 
     def _set_params(self, params: dict[str, Any]) -> None:
         self.seed = int(params.get("seed", self.seed))
+
+
+def check_known_ids(held: ExemplarSet, rows: ExemplarSet, owner: str) -> None:
+    """Refuse new rows whose (source, id) the buffer holds with another target or task.
+
+    Such ids do not name one sample (e.g. positions local to each experience), and replay
+    would read one sample for the other. Cost O((N + M) log(N + M)).
+    """
+    if not len(held) or not len(rows):
+        return
+    for name in dict.fromkeys(rows.source.tolist()):
+        old = np.flatnonzero(held.source == name)
+        new = np.flatnonzero(rows.source == name)
+        _, i, j = np.intersect1d(held.ids[old], rows.ids[new], return_indices=True)
+        if not i.size:
+            continue
+        a, b = old[i], new[j]
+        for column, what in (("targets", "target"), ("task_labels", "task")):
+            bad = np.flatnonzero(getattr(held, column)[a] != getattr(rows, column)[b])
+            if bad.size:
+                k = bad[0]
+                raise IdConflictError(
+                    f"{owner}.update got sample ({name!r}, {int(held.ids[a[k]])}) with {what} "
+                    f"{int(getattr(rows, column)[b[k]])}, but the buffer holds it with {what} "
+                    f"{int(getattr(held, column)[a[k]])} ({bad.size} such rows). Ids must name "
+                    "one sample of their source across experiences: use indices in the root "
+                    "dataset (Experience.from_dataset on a Subset does), or another source name."
+                )
 
 
 def check_state(state: Any, policy: str, owner: str) -> list[tuple[int, int, ExemplarSet, Any]]:

@@ -90,11 +90,15 @@ def make_sources() -> dict[str, memstore.ArraySource]:
 
 
 def make_experience(step: int, sources: dict[str, memstore.ArraySource]) -> Experience:
-    """Step ``k``: 40 distinct ids of source ``a`` (even k) or ``b`` (odd k), task ``k // 2``."""
+    """Step ``k``: 40 ids of source ``a`` (even k) or ``b`` (odd k), task ``k // 2``.
+
+    Each step takes its own slice of a fixed permutation of its source, so a (source, id)
+    never comes back with another task label (a buffer refuses that: IdConflictError).
+    """
     name = "a" if step % 2 == 0 else "b"
     src = sources[name]
-    rng = np.random.default_rng(100 + step)
-    ids = np.sort(rng.choice(len(src), size=40, replace=False))
+    order = np.random.default_rng(100 + (step % 2)).permutation(len(src))
+    ids = np.sort(order[40 * (step // 2) : 40 * (step // 2 + 1)])
     return Experience(
         targets=src.targets[ids], ids=ids, task_labels=step // 2, source=name, index=step
     )
