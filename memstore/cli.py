@@ -13,6 +13,7 @@ import json
 import sys
 from typing import Any
 
+from memstore import plot
 from memstore.errors import MemstoreError
 from memstore.store import open_store
 
@@ -188,6 +189,22 @@ def _diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace) -> int:
+    if not plot.matplotlib_available():  # an optional extra, not a store failure
+        print(f"memstore plot: error: {plot.INSTALL_HINT}", file=sys.stderr)
+        return 2
+    store = open_store(args.store, mode="r")
+    data = plot.write_png(store, args.name, args.out, args.width, args.height)
+    if args.json:
+        print(json.dumps({"out": args.out, "data": data}, indent=1))
+    else:
+        print(
+            f"wrote {args.out}: {len(data['commits'])} commit(s), "
+            f"{len(data['classes'])} class(es), {len(data['groups'])} group(s)"
+        )
+    return 0
+
+
 def _verify(args: argparse.Namespace) -> int:
     problems = open_store(args.store, mode="r").verify()
     errors = [p for p in problems if p.severity == "error"]
@@ -231,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("a", type=int, help="the older commit's seq (as `memstore log` lists)")
     p.add_argument("b", type=int, help="the newer commit's seq")
     p.set_defaults(run=_diff)
+    p = sub.add_parser("plot", help="PNG: class histogram over commits, group sizes vs. quota")
+    p.add_argument("store")
+    p.add_argument("name")
+    p.add_argument("--out", required=True, help="the PNG file to write")
+    p.add_argument("--width", type=int, default=1000, help="pixels (default 1000)")
+    p.add_argument("--height", type=int, default=700, help="pixels (default 700)")
+    p.set_defaults(run=_plot)
     p = sub.add_parser("verify", help="check every manifest, checksum and reference")
     p.add_argument("store")
     p.set_defaults(run=_verify)
