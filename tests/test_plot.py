@@ -108,6 +108,9 @@ def test_cli_writes_a_png(hand, tmp_path, capsys):
     colours = {tuple(c) for c in pixels.reshape(-1, 3)[::7].tolist()}
     assert (31, 119, 180) in colours  # tab10's first colour: class 0's bars
     assert len(colours) > 20
+    assert main(["plot", hand.url, "m", "--out", str(tmp_path / "j.png"), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == {"out": str(tmp_path / "j.png"), "data": plot_data(hand, "m")}
     # the same picture as the library renders
     again = np.asarray(Image.open(io.BytesIO(render_png(plot_data(hand, "m"), 900, 600))))
     assert np.array_equal(np.asarray(Image.open(out)), again)
@@ -120,6 +123,8 @@ def test_cli_errors(hand, tmp_path, capsys, monkeypatch):
     assert main(["plot", hand.url, "m", "--out", str(tmp_path / "no" / "x.png")]) == 2
     err = capsys.readouterr().err
     assert "'out' parameter" in err and "Traceback" not in err
+    assert main(["plot", hand.url, "m", "--out", str(out), "--width", "10"]) == 2
+    assert "'width' parameter of memstore.plot" in capsys.readouterr().err and not out.exists()
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
     assert main(["plot", hand.url, "m", "--out", str(out)]) == 2
     err = capsys.readouterr().err
