@@ -18,7 +18,7 @@ AVALANCHE_DEPS ?= dill==0.4.1 gdown==6.5.1 pytorchcv==0.0.74 matplotlib==3.11.2 
 AV_PY := $(AV_VENV)/bin/python
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup setup-avalanche test test-avalanche demo lint shape bench bench-avalanche clean
+.PHONY: setup setup-avalanche test test-main test-avalanche demo lint shape bench bench-avalanche clean
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
@@ -42,11 +42,15 @@ $(AV_VENV)/.installed: pyproject.toml
 
 setup-avalanche: $(AV_VENV)/.installed
 
-# The main suite, then the Avalanche drop-in's (tests/avalanche/, in its own environment).
-test: setup setup-avalanche
+# The main suite (two pytest-xdist workers) while the Avalanche environment installs (it is
+# mostly downloads), then the Avalanche drop-in's tests (tests/avalanche/) in that environment.
+test: setup
 	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest -q -p no:cacheprovider --ignore=tests/avalanche
-	$(MAKE) test-avalanche
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-main setup-avalanche
+	$(MAKE) --no-print-directory test-avalanche
+
+test-main: setup
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --ignore=tests/avalanche
 
 test-avalanche: setup-avalanche
 	$(AV_PY) -m pytest -q -p no:cacheprovider tests/avalanche

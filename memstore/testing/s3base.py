@@ -41,6 +41,8 @@ class S3Server:
         startup_seconds: wall time from launch to the first successful signed request.
         pid: the ``weed`` process id, also its process-group id (None for moto).
         log_path: the ``weed`` log file (None for moto).
+        sockets: the unix sockets the server makes outside its directory (``weed mini``
+            hard-codes them in /tmp; removed at stop).
     """
 
     def __init__(
@@ -56,9 +58,11 @@ class S3Server:
         startup_seconds: float,
         log_path: Path | None = None,
         pid: int | None = None,
+        sockets: tuple[str, ...] = (),
     ) -> None:
         self.kind = kind
         self.endpoint_url = endpoint_url
+        self.sockets = sockets
         self.key = key
         self.secret = secret
         self.region = REGION

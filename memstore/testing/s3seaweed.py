@@ -237,13 +237,17 @@ def _launch_seaweedfs(binary: str, root: Path, timeout: float, stop_grace: float
     finally:
         log.close()
     grpc_ports = (master_g, volume_g, filer_g, s3_g, admin + _GRPC_OFFSET)
+    # weed mini hard-codes these socket paths in /tmp and never removes them on SIGKILL.
+    sockets = tuple(
+        f"/tmp/seaweedfs-{name}-grpc-{port}.sock"
+        for name, port in zip(_WEED_GRPC_SOCKETS, grpc_ports, strict=True)
+    )
 
     def cleanup() -> None:
         _kill_group(proc, stop_grace)
-        # weed mini hard-codes these socket paths in /tmp and never removes them on SIGKILL.
-        for name, port in zip(_WEED_GRPC_SOCKETS, grpc_ports, strict=True):
+        for path in sockets:
             with contextlib.suppress(OSError):
-                os.unlink(f"/tmp/seaweedfs-{name}-grpc-{port}.sock")
+                os.unlink(path)
         if sock_dir != tmp:
             shutil.rmtree(sock_dir, ignore_errors=True)
 
@@ -265,4 +269,5 @@ def _launch_seaweedfs(binary: str, root: Path, timeout: float, stop_grace: float
         startup_seconds=time.perf_counter() - started,
         log_path=log_path,
         pid=proc.pid,
+        sockets=sockets,
     )
