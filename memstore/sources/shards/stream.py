@@ -1,5 +1,8 @@
-"""Streaming input batches out of shards: every sample by one sequential pass per shard
-(16 MiB ranged reads), or given ids by offset reads, regrouped into fixed-size batches."""
+"""Streaming input batches out of shards, regrouped into fixed-size batches: every sample
+through a webdataset pipeline (webdataset's tar reader and sample grouping over the shards'
+streams, then the source's decoding), or -- the fast path for raw ``.npy`` inputs -- by one
+sequential pass per shard (16 MiB ranged reads) decoded as one matrix; given ids by offset
+reads."""
 
 from __future__ import annotations
 
@@ -9,7 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..inputs import item_input
+from memstore.errors import CorruptShardError
+
 from .decode import collate
 from .read import ShardReader
 
@@ -29,13 +33,14 @@ def iter_batches(
             chunk = ids[k : k + batch_size]
             inputs = reader.npy_batch(chunk) if len(chunk) else None
             if inputs is None:
-                inputs = collate([item_input(it) for it in reader.get_many(chunk)])
+                inputs = collate([reader.model_input(it) for it in reader.get_many(chunk)])
             yield chunk, inputs
         return
     pending_ids: list[np.ndarray] = []
     pending: list[Any] = []
     held = 0
-    for part_ids, inputs in _stream_parts(reader):
+    parts = _stream_parts(reader) if reader.npy_input else _pipeline_parts(reader, batch_size)
+    for part_ids, inputs in parts:
         pending_ids.append(part_ids)
         pending.append(inputs)
         held += len(part_ids)
@@ -93,7 +98,7 @@ def _stream_parts(reader: ShardReader) -> Iterator[tuple[np.ndarray, Any]]:
             fast = _stack_npy(reader, data, span_start[j:k] - begin, part)
             if fast is None:
                 fast = collate(
-                    [item_input(reader.decode_sample(i, data, begin)) for i in range(j, k)]
+                    [reader.model_input(reader.decode_sample(i, data, begin)) for i in range(j, k)]
                 )
             yield part, fast
             j = k
@@ -112,3 +117,45 @@ def _stack_npy(
     mv = memoryview(data)
     joined = b"".join([mv[a : a + size] for a in rel.tolist()])
     return reader.npy.rows(np.frombuffer(joined, dtype=np.uint8).reshape(len(ids), size))
+
+
+def _pipeline_parts(reader: ShardReader, batch_size: int) -> Iterator[tuple[np.ndarray, Any]]:
+    """Every sample through webdataset: its tar reader and key grouping
+    (``tar_file_expander``, ``group_by_keys``) over each shard's stream (opened through the
+    source's file layer, so local paths and fsspec URLs alike), then the source's decoding and
+    transform. Each sample's ``__key__`` is checked against the index (a shard replaced after
+    indexing is named, never silently misaligned)."""
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    index = reader.index
+    keys = index.keys
+
+    def streams() -> Iterator[dict[str, Any]]:
+        for s, url in enumerate(index.urls):
+            with reader.files.open_stream(s, _STREAM_CHUNK) as stream:
+                yield {"url": url, "stream": stream, "local_path": reader.local_paths[s]}
+
+    i, n = 0, len(index)
+    ids: list[int] = []
+    got: list[Any] = []
+    for raw in group_by_keys(tar_file_expander(streams())):
+        if i >= n or raw["__key__"].encode("utf-8", "surrogateescape") != keys[i]:
+            where = f"index holds {n} samples" if i >= n else f"expected key {keys[i].decode()!r}"
+            raise CorruptShardError(
+                f"Shard {raw['__url__']!r}, sample key {raw['__key__']!r}: webdataset yields a "
+                f"sample the index does not have at id {i} ({where}). The shard changed after "
+                "indexing; re-open the ShardSource to re-index it."
+            )
+        ids.append(i)
+        got.append(reader.model_input(reader.item_from_raw(i, raw)))
+        i += 1
+        if len(ids) == batch_size:
+            yield np.asarray(ids, dtype=np.int64), collate(got)
+            ids, got = [], []
+    if ids:
+        yield np.asarray(ids, dtype=np.int64), collate(got)
+    if i != n:
+        raise CorruptShardError(
+            f"The shards of this ShardSource yield {i} samples through webdataset; the index "
+            f"holds {n}. A shard changed after indexing; re-open the ShardSource to re-index it."
+        )
