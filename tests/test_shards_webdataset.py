@@ -121,7 +121,7 @@ def test_decoder_instance_transform_and_raw_members(shards):
     assert _same(clone[4], reference[4])
 
 
-def test_streaming_runs_through_webdataset(shards):
+def test_streaming_runs_through_webdataset(shards, monkeypatch):
     ref = list(wds.WebDataset(shards, shardshuffle=False).decode("torchrgb"))
     src = ShardSource(shards, decode="torchrgb", input_key="jpg", progress=False)
     batches = list(src.iter_batches(batch_size=4))
@@ -132,6 +132,19 @@ def test_streaming_runs_through_webdataset(shards):
     (ids, inputs), *_ = list(src.iter_batches(sub, batch_size=8))
     np.testing.assert_array_equal(ids, sub)
     assert torch.equal(inputs, torch.stack([ref[i]["jpg"] for i in sub]))
+    from memstore.sources.shards.read import ShardReader
+
+    def no_offset_reads(*args, **kwargs):
+        raise AssertionError("read by offset instead of streamed")
+
+    monkeypatch.setattr(ShardReader, "get_many", no_offset_reads)
+    dense = np.array([0, 1, 2, 3, 5, 6, 7, 8, 9])  # ascending, most of the shards: streamed
+    batches = list(src.iter_batches(dense, batch_size=4))
+    np.testing.assert_array_equal(np.concatenate([ids for ids, _ in batches]), dense)
+    assert torch.equal(
+        torch.cat([b for _, b in batches]), torch.stack([ref[i]["jpg"] for i in dense])
+    )
+    monkeypatch.undo()
     tuples = ShardSource(shards, input_key="png", transform=lambda it: it[0] * 2, progress=False)
     streamed = torch.cat([b for _, b in tuples.iter_batches(batch_size=3)])
     torch_ref = list(wds.WebDataset(shards, shardshuffle=False).decode("torch"))
