@@ -75,9 +75,10 @@ class ShardSource(torch.utils.data.Dataset):
       for that sample (webdataset's own ``Decoder`` runs on the bytes read by offset).
 
     Feature extraction takes the model input of an item from its first element (tuples) or
-    its ``input_key`` member (dicts). ``iter_batches()`` over every sample streams through
+    its ``input_key`` member (dicts). ``iter_batches`` over every sample, or over ascending ids
+    that make up at least half of the shards they touch (an experience), streams through
     webdataset's tar reader; raw ``.npy`` inputs with ``decode=True`` take memstore's
-    sequential fast path (``tools/bench_shards.py`` measures both).
+    sequential fast path instead (``tools/bench_shards.py`` measures both).
 
     Opening costs one sequential read of every shard without a saved index; with one, two
     64 KiB reads per shard. ``source[i]`` is one ``pread`` (local) or ranged GET (fsspec).
@@ -232,8 +233,10 @@ class ShardSource(torch.utils.data.Dataset):
         self, ids: Any = None, *, batch_size: int = 256
     ) -> Iterator[tuple[np.ndarray, Any]]:
         """Yield ``(ids, inputs)`` batches; inputs are stacked into one tensor when they share a
-        shape. ``ids=None``: every sample, in id order, by one sequential read of each shard
-        (16 MiB reads). Otherwise the given ids in the given order, by offset reads."""
+        shape. ``ids=None``: every sample, in id order, by one sequential pass over each shard
+        (webdataset's tar reader; 16 MiB reads on the raw-``.npy`` fast path). Otherwise the
+        given ids in the given order: streamed the same way when they ascend and make up at
+        least half of the shards they touch, else by offset reads."""
         batch_size = check_int(batch_size, "batch_size", f"{_OWNER}.iter_batches", minimum=1)
         checked = None if ids is None else self._check_ids(ids)
         yield from iter_batches(self._reader, checked, batch_size)
