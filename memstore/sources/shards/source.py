@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from memstore._validation import as_int_array, check_bool, check_int, check_name
+from memstore._validation import as_int_array, check_bool, check_int, check_name, param_error
 from memstore.experiences import Experience
 from memstore.io import is_local_url
 
@@ -325,16 +325,10 @@ def _check_options(
             f"digits, '_', '.', '-'. Got {target_key!r} instead."
         )
     if input_key is not None and not isinstance(input_key, str):
-        raise TypeError(
-            f"The 'input_key' parameter of {_OWNER} must be a str or None. "
-            f"Got {input_key!r} instead."
-        )
+        raise param_error("input_key", _OWNER, "a str or None", input_key, kind=TypeError)
     check_decode(decode)
     if transform is not None and not callable(transform):
-        raise TypeError(
-            f"The 'transform' parameter of {_OWNER} must be a callable or None. "
-            f"Got {transform!r:.80} instead."
-        )
+        raise param_error("transform", _OWNER, "a callable or None", transform, kind=TypeError)
     if storage_options is not None and not isinstance(storage_options, dict):
         raise TypeError(
             f"The 'storage_options' parameter of {_OWNER} must be a dict or None. "
