@@ -43,7 +43,7 @@ from .selection import (
     RandomExemplarsSelectionStrategy,
 )
 from .sources import ArraySource, ShardSource, fingerprint, write_shards
-from .store import Commit, Origin, Problem, Store, open_store
+from .store import Commit, Origin, Problem, Store, export_memory, open_export, open_store
 
 __version__ = "0.1.0"
 
@@ -91,6 +91,8 @@ __all__ = [
     "UnsafePathError",
     "buffer_from_state",
     "open_store",
+    "export_memory",
+    "open_export",
     "extract_features",
     "fingerprint",
     "write_shards",

@@ -1,6 +1,6 @@
-"""The ``memstore`` command: inspect, log, diff, plot, verify and gc a store.
+"""The ``memstore`` command: inspect, log, diff, plot, verify, gc and export a store. Thin:
+calls the public API.
 
-Thin: calls the public API.
 Errors from memstore (:class:`~memstore.errors.MemstoreError`, which every failure of a store
 operation is) print as one line (no traceback) and exit with status 2; ``verify`` exits 1 when
 it finds damage. Bad command-line syntax is argparse's (usage message, status 2).
@@ -14,8 +14,8 @@ import sys
 from typing import Any
 
 from memstore import plot
-from memstore.errors import MemstoreError
-from memstore.store import open_store
+from memstore.errors import InvalidParameterError, MemstoreError
+from memstore.store import export_memory, open_store
 
 __all__ = ["main"]
 
@@ -230,6 +230,54 @@ def _gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_sources(specs: list[str]) -> dict[str, Any]:
+    """``--source NAME=SPEC`` values: an ``.npz`` (arrays ``x``, ``y``) is an ArraySource,
+    anything else a shard spec (a ShardSource, indexed now)."""
+    import numpy as np
+
+    from memstore.sources import ArraySource, ShardSource
+
+    out: dict[str, Any] = {}
+    for item in specs:
+        name, eq, spec = item.partition("=")
+        if not eq or not name or not spec:
+            raise InvalidParameterError(
+                f"--source takes NAME=SPEC (a shard spec or an .npz file). Got {item!r} instead."
+            )
+        if spec.endswith(".npz"):
+            with np.load(spec, allow_pickle=False) as npz:
+                if "x" not in npz.files or "y" not in npz.files:
+                    raise InvalidParameterError(
+                        f"--source {name}={spec}: the .npz must hold arrays 'x' and 'y'. "
+                        f"Got {npz.files} instead."
+                    )
+                out[name] = ArraySource(npz["x"], npz["y"], npz["t"] if "t" in npz.files else None)
+        else:
+            out[name] = ShardSource(spec, name=name, decode=False, progress=False)
+    return out
+
+
+def _export(args: argparse.Namespace) -> int:
+    store = open_store(args.store, mode="r")
+    done = export_memory(
+        store,
+        args.name,
+        args.to,
+        commit=args.commit,
+        sources=_export_sources(args.source),
+        maxcount=args.maxcount,
+        progress=False if args.quiet or args.json else None,
+    )
+    if args.json:
+        print(json.dumps(done.record, indent=1, sort_keys=True))
+    elif not args.quiet:
+        print(
+            f"exported {done.count} exemplars of {args.name!r} (commit {done.record['commit']}) "
+            f"to {done.path}: {done.spec or 'no shards'} + export.json"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memstore", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -273,6 +321,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="collect even while a buffer's newest commit is damaged (refused otherwise)",
     )
     p.set_defaults(run=_gc)
+    p = sub.add_parser(
+        "export",
+        help="the memory as a webdataset shard set with its metadata (re-open: open_export)",
+    )
+    p.add_argument("store")
+    p.add_argument("name")
+    p.add_argument("--to", required=True, help="a new or empty local folder")
+    p.add_argument("--commit", type=int, default=None, help="commit seq (default: latest)")
+    p.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="NAME=SPEC",
+        help="where a source's samples are: a shard spec, or an .npz with arrays x, y "
+        "(needed for array sources; shard sources default to the store's record)",
+    )
+    p.add_argument("--maxcount", type=int, default=10_000, help="exemplars per shard")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    p.set_defaults(run=_export)
     for p in sub.choices.values():
         p.add_argument("--json", action="store_true", help="machine-readable output")
     return parser

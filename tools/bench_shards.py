@@ -17,6 +17,10 @@ one read of every shard, then runs each phase in its own subprocess (peak RSS = 
     input is read from the shards once and its features land in the store's feature cache;
     old exemplars' features are read back from the cache. Extraction and herding times are
     measured separately (wrapping the strategy's methods).
+Streaming every sample (``ShardSource.iter_batches()``, as feature extraction over a whole
+source does) is timed twice: memstore's raw-``.npy`` fast path (sequential 16 MiB reads, one
+vectorised decode per read) and the webdataset pipeline taken whenever decoding is
+webdataset's (``decode="torch"``: webdataset's tar reader and ``Decoder`` per sample).
 (d) ReplayDataset over the ShardSource: ``DataLoader(batch_size=256, shuffle=True)`` over the
     herding memory (batches through ``__getitems__`` -> ``ShardSource.get_many``), random
     access by offset, against sequential webdataset iteration (a).
@@ -216,10 +220,30 @@ def phase_class_balanced(cfg: dict) -> dict:
 
 
 def phase_stream(cfg: dict) -> dict:
-    """ShardSource's own sequential stream (decoded tensors), for reference."""
+    """ShardSource's own sequential stream (the raw-npy fast path: decoded tensors)."""
     import memstore
 
     src = _open_source(cfg, memstore.open_store(cfg["store"]))
+    return _time_stream(src, cfg)
+
+
+def phase_stream_wds(cfg: dict) -> dict:
+    """The same stream when decoding is webdataset's (``decode="torch"``): webdataset's tar
+    reader and ``Decoder`` per sample, what non-``.npy`` inputs (images, ...) go through."""
+    import memstore
+
+    src = memstore.ShardSource(
+        cfg["spec"],
+        name="train",
+        store=memstore.open_store(cfg["store"]),
+        decode="torch",
+        input_key="input.npy",
+        progress=False,
+    )
+    return _time_stream(src, cfg)
+
+
+def _time_stream(src, cfg: dict) -> dict:
     n = 0
     t0 = time.perf_counter()
     c0 = time.process_time()
@@ -342,6 +366,7 @@ PHASES = {
     "wds_decoded": phase_wds_decoded,
     "class_balanced": phase_class_balanced,
     "stream": phase_stream,
+    "stream_wds": phase_stream_wds,
     "herding": phase_herding,
     "replay": phase_replay,
 }
@@ -370,7 +395,8 @@ def report(results: dict, base_rate: float) -> list[str]:
     rows = [
         ("(a) webdataset raw iteration", "wds", True),
         ("    webdataset decoded, first 10% shards", "wds_decoded", False),
-        ("    ShardSource.iter_batches stream", "stream", False),
+        ("    ShardSource.iter_batches stream (npy)", "stream", False),
+        ("    ... through webdataset (decode=torch)", "stream_wds", False),
         ("(b) ClassBalancedBuffer: index + updates", "class_balanced", True),
         ("(c) ParametricBuffer herding, total", "herding", True),
         ("(d) ReplayDataset random access", "replay", False),
@@ -406,7 +432,13 @@ def report(results: dict, base_rate: float) -> list[str]:
         if r["rss"] >= _RSS_TARGET and key != "idle":
             missed.append(f"{key}: peak RSS {r['rss'] / 1e9:.2f} GB >= 1.5 GB")
     cb, hd, rp = results["class_balanced"], results["herding"], results["replay"]
+    st, sw = results["stream"], results["stream_wds"]
     print()
+    print(
+        f"streaming every sample: raw-npy fast path {st['samples'] / st['seconds']:.0f} "
+        f"samples/s, webdataset pipeline {sw['samples'] / sw['seconds']:.0f} samples/s "
+        f"(fast path {sw['seconds'] / st['seconds']:.1f}x faster)"
+    )
     print(
         f"(b) index pass {cb['index_seconds']:.2f} s ({cb['indexed_shards']} shards, "
         f"{cb['samples'] / cb['index_seconds']:.0f} samples/s), updates {cb['update_seconds']:.2f} "
@@ -524,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
             "wds_decoded",
             "class_balanced",
             "stream",
+            "stream_wds",
             "herding",
             "replay",
             "wds_again",

@@ -3,7 +3,7 @@ and the writer that makes such shards. The bytes are described in ``FORMAT.md``.
 
 from .index import ShardIndex
 from .source import ShardSource, expand_spec
-from .writer import WrittenShards, shard_spec, write_shards, write_synthetic
+from .writer import WrittenShards, shard_spec, write_samples, write_shards, write_synthetic
 
 __all__ = [
     "ShardIndex",
@@ -11,6 +11,7 @@ __all__ = [
     "WrittenShards",
     "expand_spec",
     "shard_spec",
+    "write_samples",
     "write_shards",
     "write_synthetic",
 ]

@@ -1,37 +1,89 @@
-"""Decoding member bytes of shard samples: ``.npy`` arrays (one header parse per shape, batches
-decoded at once), ints, text, JSON and images (Pillow), and collation into batches."""
+"""Decoding member bytes of shard samples with webdataset's own handlers
+(``webdataset.autodecode``: the ``Decoder``, ``imagehandler`` specs, ``basichandlers``), plus
+the one fast path memstore keeps: raw ``.npy`` arrays decoded with one header parse per shape
+(batches at once), and collation into batches."""
 
 from __future__ import annotations
 
 import io
-import json
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["NpyDecoder", "decode_member", "collate"]
+__all__ = ["NpyDecoder", "DecodeSpec", "check_decode", "make_decoder", "as_tensor", "collate"]
 
-_INT_EXTS = frozenset({"cls", "cls2", "class", "count", "index", "inx", "id"})
-_TEXT_EXTS = frozenset({"txt", "text", "transcript"})
-_IMAGE_EXTS = frozenset({"png", "jpg", "jpeg", "ppm", "pgm", "pbm", "bmp", "tif", "tiff", "webp"})
+_OWNER = "ShardSource"  # error messages name the public class
+TUPLE_IMAGES = "torch"  # webdataset's image spec used by decode=True (float CHW in [0, 1])
+
+DecodeSpec = bool | str | Callable[..., Any] | list[Any] | tuple[Any, ...]
 
 
-def _decode_image(buf: Any, ext: str) -> torch.Tensor:
-    try:
-        from PIL import Image
-    except ImportError as err:
-        raise ImportError(
-            f"Decoding '.{ext}' members needs Pillow (pip install pillow); or pass decode=False "
-            "to get raw bytes, or decode=callable."
-        ) from err
-    with Image.open(io.BytesIO(bytes(buf))) as img:
-        return torch.from_numpy(np.array(img))
+def _wds_decoder_class() -> type:
+    from webdataset.autodecode import Decoder
+
+    return Decoder
+
+
+def check_decode(decode: Any) -> None:
+    """Raise TypeError / ValueError unless ``decode`` is what :func:`make_decoder` takes."""
+    if isinstance(decode, bool):
+        return
+    items = list(decode) if isinstance(decode, (list, tuple)) else [decode]
+    bad = [h for h in items if not (isinstance(h, str) or callable(h))]
+    if bad or (isinstance(decode, (list, tuple)) and not items):
+        raise TypeError(
+            f"The 'decode' parameter of {_OWNER} must be a bool, a webdataset decoder spec "
+            "(an image spec such as 'pil', 'torchrgb', 'rgb8', 'l'; a handler f(key, data); a "
+            f"webdataset.autodecode.Decoder; or a non-empty list of specs and handlers). Got "
+            f"{decode!r:.80} instead. A function of the whole sample goes in transform=."
+        )
+    if isinstance(decode, (list, tuple)) and any(
+        isinstance(h, _wds_decoder_class()) for h in items
+    ):
+        raise TypeError(
+            f"The 'decode' parameter of {_OWNER} takes a webdataset Decoder on its own, not in "
+            f"a list. Got {decode!r:.80} instead."
+        )
+    from webdataset.autodecode import imagespecs
+
+    unknown = [h for h in items if isinstance(h, str) and h not in imagespecs]
+    if unknown:
+        raise ValueError(
+            f"The 'decode' parameter of {_OWNER} names unknown image spec(s) {unknown}; "
+            f"webdataset knows {sorted(imagespecs)}."
+        )
+
+
+def make_decoder(decode: DecodeSpec) -> Any:
+    """The ``webdataset.autodecode.Decoder`` that ``WebDataset(...).decode(*decode)`` builds:
+    strings become ``ImageHandler(spec)``, callables stay handlers, with webdataset's default
+    pre (``.gz``) and post (``basichandlers``) handlers. ``decode=True`` gives the decoder of
+    :data:`TUPLE_IMAGES`; a ``Decoder`` instance is used as it is; ``False`` gives ``None``."""
+    from webdataset.autodecode import Decoder, ImageHandler
+
+    if decode is False:
+        return None
+    if decode is True:
+        return Decoder([ImageHandler(TUPLE_IMAGES)])
+    if isinstance(decode, Decoder):
+        return decode
+    items = list(decode) if isinstance(decode, (list, tuple)) else [decode]
+    return Decoder([ImageHandler(h) if isinstance(h, str) else h for h in items])
+
+
+def as_tensor(value: Any) -> Any:
+    """A numpy array as a tensor (what ``decode=True`` items hold); anything else unchanged."""
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biufc":
+        return torch.from_numpy(value if value.flags.writeable else value.copy())
+    return value
 
 
 class NpyDecoder:
     """``.npy`` bytes to a tensor; the header of the last array is cached so samples of one
-    shape/dtype decode with a byte compare and ``np.frombuffer``."""
+    shape/dtype decode with a byte compare and ``np.frombuffer``. Equal to
+    ``torch.from_numpy(webdataset's npy_loads(bytes))``."""
 
     def __init__(self) -> None:
         self.header, self.dtype, self.shape, self.count = b"", None, (), 0
@@ -79,24 +131,6 @@ class NpyDecoder:
         self.dtype, self.shape, self.count = dtype, shape, int(np.prod(shape, dtype=np.int64))
         if len(buf) == f.tell() + self.count * dtype.itemsize:
             self.header = bytes(buf[: f.tell()])
-
-
-def decode_member(ext: str, buf: Any, npy: NpyDecoder) -> Any:
-    """Decode one member's bytes by its last extension: ``.npy`` to a tensor, ``cls``-like
-    members to ints, text, JSON, images through Pillow (HWC uint8 tensors); anything else
-    stays ``bytes``."""
-    last = ext.rsplit(".", 1)[-1]
-    if last == "npy":
-        return npy(buf)
-    if last in _INT_EXTS:
-        return int(bytes(buf))
-    if last in _TEXT_EXTS:
-        return bytes(buf).decode("utf-8")
-    if last in ("json", "jsn"):
-        return json.loads(bytes(buf))
-    if last in _IMAGE_EXTS:
-        return _decode_image(buf, last)
-    return bytes(buf)
 
 
 def collate(inputs: list[Any]) -> Any:

@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from memstore._validation import as_int_array, check_bool, check_int, check_name
+from memstore._validation import as_int_array, check_bool, check_int, check_name, param_error
 from memstore.experiences import Experience
 from memstore.io import is_local_url
 
 from ..base import SourceIndexStore
+from .decode import DecodeSpec, check_decode
 from .files import ShardFiles
 from .index import INDEX_FORMAT, ShardIndex, build_index
 from .read import ShardReader
@@ -44,9 +45,13 @@ class ShardSource(torch.utils.data.Dataset):
             buffer names: letters, digits, ``_``, ``.``, ``-``, starting with a letter or digit).
         target_key: member holding the class as text (webdataset's ``cls``).
         input_key: member holding the model input; default: the one member besides the target.
-        decode: ``True``: ``source[i] == (input, target)`` with ``.npy`` members as tensors,
-            images via Pillow (HWC uint8 tensors); ``False``: a dict of raw bytes with
-            ``__key__``; a callable: applied to that dict.
+        decode: what an item is (see "Items" below): ``True`` (default) for ``(input, target)``;
+            ``False`` for webdataset's raw sample dict; or what ``webdataset.WebDataset(...)
+            .decode(...)`` takes -- an image spec (``"pil"``, ``"torchrgb"``, ``"rgb8"``,
+            ``"l"``, ...), a handler ``f(key, data)``, a list of them, or a
+            ``webdataset.autodecode.Decoder`` -- for the decoded sample dict.
+        transform: applied to every item after decoding (like webdataset's ``.map``); e.g.
+            ``lambda s: (s["jpg"], s["cls"])``. Must pickle for DataLoader workers that spawn.
         storage_options: passed to fsspec for URLs.
         store: where the index is kept (``sources/<name>``) and reused on the next open: a
             :class:`~memstore.sources.base.SourceIndexStore` (a memstore ``Store``).
@@ -57,6 +62,23 @@ class ShardSource(torch.utils.data.Dataset):
             differs from the one recorded at index time (or have none recorded). ``"verify"``
             costs one full read of every shard on every open.
         progress: show a tqdm bar while indexing.
+
+    Items (``source[i]``, ``get_many``; then ``transform``):
+
+    * ``decode=True``: ``(input, target)``: the ``input_key`` member decoded by webdataset's
+      handlers with images as its ``"torch"`` spec (float CHW in [0, 1]) and arrays as tensors
+      (raw ``.npy`` through memstore's fast decoder, equal to webdataset's); ``target`` from the
+      index (an int). Just the target when there is no input member.
+    * ``decode=False``: ``{"__key__", "__url__", <member>: bytes}``, what
+      ``webdataset.WebDataset(urls, shardshuffle=False)`` yields for that sample.
+    * a decoder spec: exactly what ``WebDataset(urls, shardshuffle=False).decode(spec)`` yields
+      for that sample (webdataset's own ``Decoder`` runs on the bytes read by offset).
+
+    Feature extraction takes the model input of an item from its first element (tuples) or
+    its ``input_key`` member (dicts). ``iter_batches`` over every sample, or over ascending ids
+    that make up at least half of the shards they touch (an experience), streams through
+    webdataset's tar reader; raw ``.npy`` inputs with ``decode=True`` take memstore's
+    sequential fast path instead (``tools/bench_shards.py`` measures both).
 
     Opening costs one sequential read of every shard without a saved index; with one, two
     64 KiB reads per shard. ``source[i]`` is one ``pread`` (local) or ranged GET (fsspec).
@@ -69,7 +91,8 @@ class ShardSource(torch.utils.data.Dataset):
         name: str = "shards",
         target_key: str = "cls",
         input_key: str | None = None,
-        decode: bool | Callable[[dict[str, Any]], Any] = True,
+        decode: DecodeSpec = True,
+        transform: Callable[[Any], Any] | None = None,
         storage_options: dict[str, Any] | None = None,
         store: SourceIndexStore | None = None,
         reindex: bool | str = True,
@@ -83,42 +106,19 @@ class ShardSource(torch.utils.data.Dataset):
                     f"{url!r}, a directory, instead. Pass a brace pattern or a list of the "
                     "shards inside it (e.g. 'dir/train-{000000..000099}.tar')."
                 )
-        check_name(name, "name", _OWNER)
-        if not isinstance(target_key, str) or not _TARGET_KEY.fullmatch(target_key):
-            raise (TypeError if not isinstance(target_key, str) else ValueError)(
-                f"The 'target_key' parameter of {_OWNER} must be a non-empty str of letters, "
-                f"digits, '_', '.', '-'. Got {target_key!r} instead."
-            )
-        if input_key is not None and not isinstance(input_key, str):
-            raise TypeError(
-                f"The 'input_key' parameter of {_OWNER} must be a str or None. "
-                f"Got {input_key!r} instead."
-            )
-        if not (isinstance(decode, bool) or callable(decode)):
-            raise TypeError(
-                f"The 'decode' parameter of {_OWNER} must be a bool or a callable. "
-                f"Got {decode!r} instead."
-            )
-        if storage_options is not None and not isinstance(storage_options, dict):
-            raise TypeError(
-                f"The 'storage_options' parameter of {_OWNER} must be a dict or None. "
-                f"Got {type(storage_options).__name__} instead."
-            )
-        if store is not None and not isinstance(store, SourceIndexStore):
-            raise TypeError(
-                f"The 'store' parameter of {_OWNER} must be a memstore store (with "
-                f"read_source_index/write_source_index). Got {type(store).__name__} instead."
-            )
-        if isinstance(reindex, str):
-            if reindex != "verify":
-                raise ValueError(
-                    f"The 'reindex' parameter of {_OWNER} must be True, False or 'verify'. "
-                    f"Got {reindex!r} instead."
-                )
-        else:
-            reindex = check_bool(reindex, "reindex", _OWNER)
-        progress = check_bool(progress, "progress", _OWNER)
+        reindex, progress = _check_options(
+            name,
+            target_key,
+            input_key,
+            decode,
+            transform,
+            storage_options,
+            store,
+            reindex,
+            progress,
+        )
         self.name, self.target_key, self.decode = name, target_key, decode
+        self.transform = transform
         self.spec = spec if isinstance(spec, str) else [os.fspath(u) for u in spec]
         self.urls = urls
         self._files = ShardFiles(urls, storage_options)
@@ -135,7 +135,7 @@ class ShardSource(torch.utils.data.Dataset):
         )
         self.members = self.index.members
         self.input_key = self._choose_input(input_key)
-        self._reader = ShardReader(self.index, self._files, decode, self.input_key)
+        self._reader = ShardReader(self.index, self._files, decode, self.input_key, transform)
 
     def _choose_input(self, input_key: str | None) -> str | None:
         others = [m for m in self.members if m != self.target_key]
@@ -218,6 +218,13 @@ class ShardSource(torch.utils.data.Dataset):
         sample (or per run of neighbouring samples); results come back in request order."""
         return self._reader.get_many(self._check_ids(ids))
 
+    def get_raw(self, ids: Any) -> list[dict[str, Any]]:
+        """The undecoded samples of ``ids`` (request order), whatever ``decode`` is:
+        webdataset's raw sample dicts ``{"__key__", "__url__", <member>: bytes}`` holding every
+        member's original bytes, read by offset as :meth:`get_many` reads. What
+        ``memstore export`` copies."""
+        return self._reader.raw_many(self._check_ids(ids))
+
     def __getitems__(self, indices: list[int]) -> list[Any]:
         """Batched access for ``torch.utils.data.DataLoader`` (same as :meth:`get_many`)."""
         return self.get_many(indices)
@@ -226,8 +233,10 @@ class ShardSource(torch.utils.data.Dataset):
         self, ids: Any = None, *, batch_size: int = 256
     ) -> Iterator[tuple[np.ndarray, Any]]:
         """Yield ``(ids, inputs)`` batches; inputs are stacked into one tensor when they share a
-        shape. ``ids=None``: every sample, in id order, by one sequential read of each shard
-        (16 MiB reads). Otherwise the given ids in the given order, by offset reads."""
+        shape. ``ids=None``: every sample, in id order, by one sequential pass over each shard
+        (webdataset's tar reader; 16 MiB reads on the raw-``.npy`` fast path). Otherwise the
+        given ids in the given order: streamed the same way when they ascend and make up at
+        least half of the shards they touch, else by offset reads."""
         batch_size = check_int(batch_size, "batch_size", f"{_OWNER}.iter_batches", minimum=1)
         checked = None if ids is None else self._check_ids(ids)
         yield from iter_batches(self._reader, checked, batch_size)
@@ -294,3 +303,48 @@ class ShardSource(torch.utils.data.Dataset):
             self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
+
+
+def _check_options(
+    name: Any,
+    target_key: Any,
+    input_key: Any,
+    decode: Any,
+    transform: Any,
+    storage_options: Any,
+    store: Any,
+    reindex: Any,
+    progress: Any,
+) -> tuple[bool | str, bool]:
+    """Check the constructor's arguments (before any shard is opened); returns the checked
+    ``reindex`` and ``progress``."""
+    check_name(name, "name", _OWNER)
+    if not isinstance(target_key, str) or not _TARGET_KEY.fullmatch(target_key):
+        raise (TypeError if not isinstance(target_key, str) else ValueError)(
+            f"The 'target_key' parameter of {_OWNER} must be a non-empty str of letters, "
+            f"digits, '_', '.', '-'. Got {target_key!r} instead."
+        )
+    if input_key is not None and not isinstance(input_key, str):
+        raise param_error("input_key", _OWNER, "a str or None", input_key, kind=TypeError)
+    check_decode(decode)
+    if transform is not None and not callable(transform):
+        raise param_error("transform", _OWNER, "a callable or None", transform, kind=TypeError)
+    if storage_options is not None and not isinstance(storage_options, dict):
+        raise TypeError(
+            f"The 'storage_options' parameter of {_OWNER} must be a dict or None. "
+            f"Got {type(storage_options).__name__} instead."
+        )
+    if store is not None and not isinstance(store, SourceIndexStore):
+        raise TypeError(
+            f"The 'store' parameter of {_OWNER} must be a memstore store (with "
+            f"read_source_index/write_source_index). Got {type(store).__name__} instead."
+        )
+    if isinstance(reindex, str):
+        if reindex != "verify":
+            raise ValueError(
+                f"The 'reindex' parameter of {_OWNER} must be True, False or 'verify'. "
+                f"Got {reindex!r} instead."
+            )
+    else:
+        reindex = check_bool(reindex, "reindex", _OWNER)
+    return reindex, check_bool(progress, "progress", _OWNER)

@@ -1,5 +1,11 @@
-"""Streaming input batches out of shards: every sample by one sequential pass per shard
-(16 MiB ranged reads), or given ids by offset reads, regrouped into fixed-size batches."""
+"""Streaming input batches out of shards, regrouped into fixed-size batches.
+
+When decoding is webdataset's (anything but raw ``.npy`` inputs with ``decode=True``), every
+sample -- or ascending ids that make up at least half of the shards they touch, as feature
+extraction over an experience asks -- goes through a webdataset pipeline: webdataset's tar
+reader and sample grouping over the shards' streams, then the source's decoding. Raw ``.npy``
+inputs take the fast path: one sequential pass per shard (16 MiB ranged reads) decoded as one
+matrix. Other ids are read by offset."""
 
 from __future__ import annotations
 
@@ -9,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..inputs import item_input
+from memstore.errors import CorruptShardError
+
 from .decode import collate
 from .read import ShardReader
 
@@ -24,17 +31,23 @@ def iter_batches(
     """Yield ``(ids, inputs)`` batches of ``batch_size`` (the last may be shorter); inputs are
     one tensor when they share a shape. ``ids=None``: every sample in id order; otherwise the
     given (valid, non-negative) ids in the given order."""
+    if ids is not None and not reader.npy_input and _dense(reader, ids):
+        yield from _pipeline_parts(reader, batch_size, ids)
+        return
     if ids is not None:
         for k in range(0, len(ids), batch_size):
             chunk = ids[k : k + batch_size]
             inputs = reader.npy_batch(chunk) if len(chunk) else None
             if inputs is None:
-                inputs = collate([item_input(it) for it in reader.get_many(chunk)])
+                inputs = collate([reader.model_input(it) for it in reader.get_many(chunk)])
             yield chunk, inputs
         return
     pending_ids: list[np.ndarray] = []
     pending: list[Any] = []
     held = 0
+    if not reader.npy_input:
+        yield from _pipeline_parts(reader, batch_size)
+        return
     for part_ids, inputs in _stream_parts(reader):
         pending_ids.append(part_ids)
         pending.append(inputs)
@@ -44,6 +57,16 @@ def iter_batches(
             held -= batch_size
     if held:
         yield _take(pending_ids, pending, held)
+
+
+def _dense(reader: ShardReader, ids: np.ndarray) -> bool:
+    """Whether ``ids`` ascend and are at least half of the samples of the shards they touch
+    (then streaming those shards beats reading each id by offset)."""
+    if len(ids) == 0 or (len(ids) > 1 and not (np.diff(ids) > 0).all()):
+        return False
+    shards = np.unique(reader.index.shard[ids])
+    starts = reader.index.starts
+    return 2 * len(ids) >= int((starts[shards + 1] - starts[shards]).sum())
 
 
 def _take(pending_ids: list, pending: list, n: int) -> tuple[np.ndarray, Any]:
@@ -93,7 +116,7 @@ def _stream_parts(reader: ShardReader) -> Iterator[tuple[np.ndarray, Any]]:
             fast = _stack_npy(reader, data, span_start[j:k] - begin, part)
             if fast is None:
                 fast = collate(
-                    [item_input(reader.decode_sample(i, data, begin)) for i in range(j, k)]
+                    [reader.model_input(reader.decode_sample(i, data, begin)) for i in range(j, k)]
                 )
             yield part, fast
             j = k
@@ -112,3 +135,51 @@ def _stack_npy(
     mv = memoryview(data)
     joined = b"".join([mv[a : a + size] for a in rel.tolist()])
     return reader.npy.rows(np.frombuffer(joined, dtype=np.uint8).reshape(len(ids), size))
+
+
+def _pipeline_parts(
+    reader: ShardReader, batch_size: int, ids: np.ndarray | None = None
+) -> Iterator[tuple[np.ndarray, Any]]:
+    """Samples (every one, or the ascending ``ids``) through webdataset: its tar reader and key
+    grouping (``tar_file_expander``, ``group_by_keys``) over each shard's stream (opened
+    through the source's file layer, so local paths and fsspec URLs alike), then the source's
+    decoding and transform, in batches of ``batch_size``. Each sample's ``__key__`` is checked
+    against the index (a shard replaced after indexing is named, never silently
+    misaligned)."""
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    index = reader.index
+    keys, starts = index.keys, index.starts
+    wanted = None if ids is None else np.zeros(len(index), dtype=bool)
+    if wanted is not None:
+        wanted[ids] = True
+    shards = range(len(index.urls)) if ids is None else np.unique(index.shard[ids]).tolist()
+    batch_ids: list[int] = []
+    got: list[Any] = []
+    for s in shards:
+        url, i, end = index.urls[s], int(starts[s]), int(starts[s + 1])
+        with reader.files.open_stream(s, _STREAM_CHUNK) as stream:
+            source = [{"url": url, "stream": stream, "local_path": reader.local_paths[s]}]
+            for raw in group_by_keys(tar_file_expander(source)):
+                if i >= end or raw["__key__"].encode("utf-8", "surrogateescape") != keys[i]:
+                    expected = f"key {keys[i].decode()!r}" if i < end else "no more samples"
+                    raise CorruptShardError(
+                        f"Shard {url!r}, sample key {raw['__key__']!r}: webdataset yields a "
+                        f"sample where the index expects {expected}. The shard changed after "
+                        "indexing; re-open the ShardSource to re-index it."
+                    )
+                if wanted is None or wanted[i]:
+                    batch_ids.append(i)
+                    got.append(reader.model_input(reader.item_from_raw(i, raw)))
+                    if len(batch_ids) == batch_size:
+                        yield np.asarray(batch_ids, dtype=np.int64), collate(got)
+                        batch_ids, got = [], []
+                i += 1
+        if i != end:
+            raise CorruptShardError(
+                f"Shard {url!r} yields {i - int(starts[s])} samples through webdataset; the "
+                f"index holds {end - int(starts[s])}. The shard changed after indexing; re-open "
+                "the ShardSource to re-index it."
+            )
+    if batch_ids:
+        yield np.asarray(batch_ids, dtype=np.int64), collate(got)

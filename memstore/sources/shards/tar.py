@@ -2,15 +2,19 @@
 member's data offset and size (payloads skipped, except the target's), and grouping of members
 into samples. Member bytes are decoded in :mod:`.decode`.
 
-Tar layout read here: 512-byte headers (ustar / GNU / v7, checksum verified when not ustar), pax
-``x`` headers (``path``, ``size``), pax globals ``g`` (skipped) and GNU long names ``L``; a
-member's data follows its header, padded to 512 bytes; a zero block ends the archive. As in
-webdataset, a member ``dir/key.ext.more`` belongs to sample ``dir/key`` with extension
-``ext.more`` (lower-cased); names without an extension and ``__meta__``-style names are skipped.
+Tar layout read here: 512-byte headers (ustar / GNU / v7, checksum verified when not ustar; the
+POSIX ``prefix`` field only under the POSIX magic), pax ``x`` headers (``path``, ``size``), pax
+globals ``g`` (skipped) and GNU long names ``L``; a member's data follows its header, padded to
+512 bytes; a zero block ends the archive. As webdataset's tar reader does, a member
+``dir/key.ext.more`` belongs to sample ``dir/key`` with extension ``ext.more`` (lower-cased);
+names without an extension and ``__meta__``-style names are skipped. Compressed shards
+(``.tar.gz`` and others) are refused: byte offsets into a compressed stream cannot be read by
+random access.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -24,11 +28,21 @@ __all__ = [
     "Window",
     "scan_tar",
     "group_samples",
+    "split_name",
 ]
 
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
 SCAN_CHUNK = 8 << 20  # bytes read per call while indexing
+_POSIX_MAGIC = b"ustar\0"  # GNU headers say b"ustar  \0" and have no prefix field
+_SKIP_META = re.compile(r"__[^/]*__($|/)")  # the names webdataset's tar reader skips
+_COMPRESSED = {
+    b"\x1f\x8b": "gzip",
+    b"BZh": "bzip2",
+    b"\xfd7zXZ\x00": "xz",
+    b"\x28\xb5\x2f\xfd": "zstd",
+    b"\x04\x22\x4d\x18": "lz4",
+}
 
 
 # -- one streaming pass over a tar ------------------------------------------------------------
@@ -88,6 +102,35 @@ def _pax_records(payload: bytes) -> dict[str, str]:
     return out
 
 
+def _refuse_compressed(head: bytes, url: str) -> None:
+    """Raise ValueError when ``head`` (a shard's first bytes) starts a compressed stream."""
+    for magic, kind in _COMPRESSED.items():
+        if head.startswith(magic):
+            raise ValueError(
+                f"Shard {url!r} is {kind}-compressed. A ShardSource reads members by byte "
+                "offset, which a compressed stream does not allow; decompress the shards first "
+                f"(e.g. `gzip -dk` gives the plain .tar) and pass those."
+            )
+
+
+def split_name(name: str) -> tuple[str, str] | None:
+    """``(key, extension)`` of a member name as webdataset's tar reader splits it (key: the
+    path up to the first dot of the file name; extension lower-cased), or ``None`` for the
+    names it skips (no extension, ``__meta__``-style)."""
+    if ("/" not in name and name.startswith("__") and name.endswith("__")) or _SKIP_META.match(
+        name
+    ):
+        return None
+    slash = name.rfind("/")
+    dot = name.find(".", slash + 1)
+    if dot > slash + 1:
+        return name[:dot], name[dot + 1 :].lower()
+    from webdataset.tariterators import base_plus_ext  # rare names: webdataset's own rule
+
+    key, ext = base_plus_ext(name)
+    return None if key is None else (key, ext.lower())
+
+
 def scan_tar(stream: Any, url: str, target_key: str, on_bytes: Callable[[int], Any]):
     """Read every tar header of one shard (payloads are skipped, except target members).
 
@@ -103,6 +146,8 @@ def scan_tar(stream: Any, url: str, target_key: str, on_bytes: Callable[[int], A
     tvals: list[int] = []
     pos, long_name, pax = 0, None, {}
     last = None
+    win.cover(0, 8)
+    _refuse_compressed(bytes(win.buf[:8]), url)
     while True:
         if not win.cover(pos, pos + BLOCK):
             where = (
@@ -153,15 +198,14 @@ def scan_tar(stream: Any, url: str, target_key: str, on_bytes: Callable[[int], A
             name = long_name if long_name is not None else pax["path"]
         else:
             raw = header[:100].split(b"\0", 1)[0]
-            if header[257:262] == b"ustar" and header[345]:
+            if header[257:263] == _POSIX_MAGIC and header[345]:
                 raw = header[345:500].split(b"\0", 1)[0] + b"/" + raw
             name = raw.decode("utf-8", "surrogateescape")
         long_name, pax = None, {}
-        slash = name.rfind("/")
-        dot = name.find(".", slash + 1)
-        if dot <= slash + 1 or (slash < 0 and name.startswith("__") and name.endswith("__")):
+        split = split_name(name)
+        if split is None:
             continue  # no extension, or webdataset metadata: webdataset skips these too
-        key, ext = name[:dot], name[dot + 1 :].lower()
+        key, ext = split
         last = (name, key, data, size)
         if ext == target_key:
             if not win.cover(data, data + size):

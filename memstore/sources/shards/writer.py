@@ -25,7 +25,7 @@ import torch
 
 from memstore.io import is_local_url
 
-__all__ = ["write_shards", "write_synthetic", "shard_spec", "WrittenShards"]
+__all__ = ["write_shards", "write_samples", "write_synthetic", "shard_spec", "WrittenShards"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".pgm", ".pbm", ".bmp", ".tif", ".tiff", ".webp")
 _SYNTH_CHUNK = 4096  # rows generated at a time: RAM stays bounded, output independent of N
@@ -87,8 +87,19 @@ def _npy_bytes_factory():
     return encode
 
 
-def _write(samples: Iterable[dict[str, Any]], pattern: str, maxcount: int, maxsize: float):
-    """Write sample dicts (bytes values) through ``ShardWriter``; returns the shard paths."""
+def write_samples(
+    samples: Iterable[dict[str, Any]],
+    pattern: str,
+    maxcount: int,
+    maxsize: float,
+    *,
+    encode: bool = False,
+) -> list[str]:
+    """Write sample dicts through ``webdataset.ShardWriter`` (``mtime=0``) into shards named
+    ``pattern % shard_number``; returns the shard paths. ``encode=False``: values are bytes;
+    ``True``: webdataset's encoders by extension (``.npy`` arrays, ``.cls`` ints, ``.json``
+    objects; bytes pass unchanged). Each local shard is written under a temporary name,
+    fsynced and renamed (never half-written under its final name)."""
     import webdataset as wds
 
     local = is_local_url(pattern)
@@ -123,7 +134,7 @@ def _write(samples: Iterable[dict[str, Any]], pattern: str, maxcount: int, maxsi
         post=publish,
         opener=opener,
         verbose=0,
-        encoder=False,
+        encoder=encode,
         mtime=0,
     )
     try:
@@ -238,7 +249,7 @@ def write_shards(
         if isinstance(targets, torch.Tensor):
             targets = targets.detach().cpu().numpy()
         samples, count = _array_samples(data, targets, input_ext), len(data)
-    paths = _write(samples, pattern, maxcount, maxsize)
+    paths = write_samples(samples, pattern, maxcount, maxsize)
     return WrittenShards(paths, shard_spec(pattern, len(paths)), count, classes)
 
 
@@ -277,5 +288,5 @@ def write_synthetic(
                     "cls": str(int(y[i])).encode("ascii"),
                 }
 
-    paths = _write(gen(), pattern, maxcount, 3e9)
+    paths = write_samples(gen(), pattern, maxcount, 3e9)
     return WrittenShards(paths, shard_spec(pattern, len(paths)), n)
