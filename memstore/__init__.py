@@ -13,6 +13,7 @@ from .errors import (
     InvalidParameterTypeError,
     MemstoreError,
     MissingSourceError,
+    PayloadMismatchError,
     ReadOnlyStoreError,
     SourceMismatchError,
     SourceNotFoundError,
@@ -34,7 +35,7 @@ from .policies import (
     ReservoirSamplingBuffer,
     buffer_from_state,
 )
-from .replay import GroupBalancedSampler, ReplayDataset
+from .replay import GroupBalancedSampler, ReplayDataset, TaskLabelledItems
 from .selection import (
     ClosestToCenterSelectionStrategy,
     ExemplarsSelectionStrategy,
@@ -70,6 +71,7 @@ __all__ = [
     "MemstoreError",
     "MissingSourceError",
     "ParametricBuffer",
+    "PayloadMismatchError",
     "RandomExemplarsSelectionStrategy",
     "ReadOnlyStoreError",
     "ReplayDataset",
@@ -82,6 +84,7 @@ __all__ = [
     "Problem",
     "Store",
     "StoreAccessError",
+    "TaskLabelledItems",
     "StoreExistsError",
     "StoreNotFoundError",
     "StorePermissionError",
