@@ -36,6 +36,7 @@ from .policies import (
     buffer_from_state,
 )
 from .replay import GroupBalancedSampler, ReplayDataset, TaskLabelledItems
+from .rng import rng_state, set_rng_state
 from .selection import (
     ClosestToCenterSelectionStrategy,
     ExemplarsSelectionStrategy,
@@ -94,6 +95,8 @@ __all__ = [
     "UnsafePathError",
     "buffer_from_state",
     "open_store",
+    "rng_state",
+    "set_rng_state",
     "extract_features",
     "fingerprint",
     "write_shards",
