@@ -13,6 +13,7 @@ from .errors import (
     InvalidParameterTypeError,
     MemstoreError,
     MissingSourceError,
+    PayloadMismatchError,
     ReadOnlyStoreError,
     SourceMismatchError,
     SourceNotFoundError,
@@ -34,7 +35,8 @@ from .policies import (
     ReservoirSamplingBuffer,
     buffer_from_state,
 )
-from .replay import GroupBalancedSampler, ReplayDataset
+from .replay import GroupBalancedSampler, ReplayDataset, TaskLabelledItems
+from .rng import rng_state, set_rng_state
 from .selection import (
     ClosestToCenterSelectionStrategy,
     ExemplarsSelectionStrategy,
@@ -70,6 +72,7 @@ __all__ = [
     "MemstoreError",
     "MissingSourceError",
     "ParametricBuffer",
+    "PayloadMismatchError",
     "RandomExemplarsSelectionStrategy",
     "ReadOnlyStoreError",
     "ReplayDataset",
@@ -82,6 +85,7 @@ __all__ = [
     "Problem",
     "Store",
     "StoreAccessError",
+    "TaskLabelledItems",
     "StoreExistsError",
     "StoreNotFoundError",
     "StorePermissionError",
@@ -93,6 +97,8 @@ __all__ = [
     "open_store",
     "export_memory",
     "open_export",
+    "rng_state",
+    "set_rng_state",
     "extract_features",
     "fingerprint",
     "write_shards",

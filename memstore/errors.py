@@ -28,6 +28,7 @@ __all__ = [
     "InvalidParameterTypeError",
     "UnsafePathError",
     "IdConflictError",
+    "PayloadMismatchError",
 ]
 
 
@@ -124,3 +125,9 @@ class UnsafePathError(MemstoreError, PermissionError):
 class IdConflictError(MemstoreError, ValueError):
     """An update brings a (source, id) the buffer holds, with another target or task label:
     the ids do not name one sample (positions local to each experience, say)."""
+
+
+class PayloadMismatchError(MemstoreError, ValueError):
+    """Per-exemplar payload columns that do not fit: an array whose first dimension is not
+    the number of rows, or an update whose payload names, dtypes or trailing shapes differ
+    from those the buffer's exemplars hold."""

@@ -11,10 +11,113 @@ import numpy as np
 import torch
 
 from ._validation import as_int_array, check_int, check_name
+from .errors import PayloadMismatchError
 
-__all__ = ["Experience", "ExemplarSet", "COLUMNS"]
+__all__ = [
+    "Experience",
+    "ExemplarSet",
+    "COLUMNS",
+    "PAYLOAD_PREFIX",
+    "as_payload",
+    "payload_schema",
+    "check_payload_fits",
+]
 
 COLUMNS = ("source", "ids", "targets", "task_labels", "experience")
+#: state and snapshot columns ``payload.<name>`` hold the payload column ``<name>``.
+PAYLOAD_PREFIX = "payload."
+_PAYLOAD_KINDS = "biuf"  # bool, int, uint, float: what a zarr array and a tensor both hold
+
+
+def as_payload(payload: Any, n: int, owner: str, *, copy: bool = True) -> dict[str, np.ndarray]:
+    """Per-row payload columns ``{name: array [n, ...]}`` as numpy arrays, checked.
+
+    Values are numpy arrays or torch tensors (detached, moved to CPU) of a bool, int, uint or
+    float dtype whose first dimension is ``n``; names follow the one name rule
+    (``check_name``). ``copy`` (default) copies each array, so later in-place changes of
+    the caller's tensors do not reach the buffer. Cost O(payload size).
+
+    Raises:
+        TypeError: ``payload`` is not a mapping, a value is not an array, or of another dtype.
+        ValueError: a name breaks the name rule.
+        PayloadMismatchError: a value's first dimension is not ``n``.
+    """
+    if payload is None:
+        return {}
+    if not isinstance(payload, Mapping):
+        raise TypeError(
+            f"The 'payload' parameter of {owner} must be a mapping of names to arrays [n, ...] "
+            f"or None. Got {type(payload).__name__} instead."
+        )
+    out = {}
+    for name, value in payload.items():
+        try:
+            check_name(name, "payload", owner)
+        except (TypeError, ValueError) as err:
+            raise type(err)(
+                f"{err} (payload names follow the buffer and source name rule)"
+            ) from err
+        out[name] = _payload_array(name, value, n, owner, copy)
+    return out
+
+
+def _payload_array(name: str, value: Any, n: int, owner: str, copy: bool) -> np.ndarray:
+    what = f"The payload column {name!r} of {owner}"
+    if isinstance(value, torch.Tensor):
+        try:
+            value = value.detach().cpu().numpy()
+        except TypeError as err:  # bfloat16 and other dtypes numpy lacks
+            raise TypeError(
+                f"{what} must have a dtype numpy knows. Got {value.dtype} instead: cast it "
+                "(e.g. .float())."
+            ) from err
+    if not isinstance(value, np.ndarray):
+        raise TypeError(
+            f"{what} must be a numpy array or a torch tensor. Got {type(value).__name__} instead."
+        )
+    if value.dtype.kind not in _PAYLOAD_KINDS:
+        raise TypeError(
+            f"{what} must hold bool, int, uint or float values. Got dtype {value.dtype} instead."
+        )
+    if value.ndim == 0 or value.shape[0] != n:
+        raise PayloadMismatchError(
+            f"{what} must have one row per sample: shape [{n}, ...]. Got shape "
+            f"{list(value.shape)} instead."
+        )
+    return np.array(value, order="C", copy=True) if copy else np.ascontiguousarray(value)
+
+
+def payload_schema(payload: Mapping[str, np.ndarray]) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """``{name: (dtype, trailing shape)}``: what two sets of rows must share to be merged."""
+    return {k: (str(v.dtype), tuple(v.shape[1:])) for k, v in payload.items()}
+
+
+def _schema_text(schema: Mapping[str, tuple[str, tuple[int, ...]]]) -> str:
+    if not schema:
+        return "no payload"
+    return ", ".join(
+        f"{k}: {d}[n, {', '.join(map(str, s))}]" if s else f"{k}: {d}[n]"
+        for k, (d, s) in sorted(schema.items())
+    )
+
+
+def check_payload_fits(held: ExemplarSet, rows: ExemplarSet, owner: str) -> None:
+    """Refuse new rows whose payload (names, dtypes, trailing shapes) differs from the held
+    exemplars' (rows without payload to a buffer with one, and the converse, included).
+
+    An empty buffer or an empty update accepts any payload. Raises
+    :class:`~memstore.errors.PayloadMismatchError`. Cost O(number of payload columns).
+    """
+    if not len(held) or not len(rows):
+        return
+    mine, theirs = payload_schema(held.payload), payload_schema(rows.payload)
+    if mine != theirs:
+        raise PayloadMismatchError(
+            f"{owner}.update got rows with payload ({_schema_text(theirs)}), but the buffer's "
+            f"exemplars hold ({_schema_text(mine)}). Every exemplar carries the same payload "
+            "columns: give each Experience the same names, dtypes and trailing shapes (cast "
+            "with .astype / .to), or start a new buffer."
+        )
 
 
 def _source_column(source: Any, n: int, owner: str) -> np.ndarray:
@@ -39,7 +142,10 @@ class ExemplarSet:
     """Columns of a buffer's content, in buffer order (numpy arrays of one length).
 
     ``source`` names the source of each exemplar, ``ids`` its sample id there; ``experience``
-    is the index of the experience it came from.
+    is the index of the experience it came from. ``payload`` holds per-exemplar arrays given
+    with the rows (``Experience(payload=...)``, e.g. DER logits): ``payload[name][i]``
+    belongs to exemplar ``i``; ``take`` and ``concat`` carry it, so every policy keeps it
+    aligned through updates, resizes and re-selection.
     """
 
     source: np.ndarray
@@ -47,12 +153,25 @@ class ExemplarSet:
     targets: np.ndarray
     task_labels: np.ndarray
     experience: np.ndarray
+    payload: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self)
+        payload = {k: np.asarray(v) for k, v in self.payload.items()}
+        bad = {k: v.shape for k, v in payload.items() if v.ndim == 0 or v.shape[0] != n}
+        if bad:
+            raise PayloadMismatchError(
+                f"ExemplarSet payload columns must have {n} rows (one per exemplar). Got "
+                f"shapes {bad} instead."
+            )
+        object.__setattr__(self, "payload", payload)
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
 
     def __repr__(self) -> str:
-        return f"ExemplarSet(len={len(self)}, sources={sorted(set(self.source.tolist()))})"
+        extra = f", payload={sorted(self.payload)}" if self.payload else ""
+        return f"ExemplarSet(len={len(self)}, sources={sorted(set(self.source.tolist()))}{extra})"
 
     @classmethod
     def empty(cls) -> ExemplarSet:
@@ -66,18 +185,35 @@ class ExemplarSet:
             return cls.empty()
         if len(parts) == 1:
             return parts[0]
-        return cls(*(np.concatenate([getattr(p, c) for p in parts]) for c in COLUMNS))
+        schema = payload_schema(parts[0].payload)
+        for part in parts[1:]:
+            if payload_schema(part.payload) != schema:
+                raise PayloadMismatchError(
+                    f"Cannot concatenate exemplars with payload ({_schema_text(schema)}) and "
+                    f"({_schema_text(payload_schema(part.payload))}): every row must carry "
+                    "the same payload columns."
+                )
+        payload = {k: np.concatenate([p.payload[k] for p in parts]) for k in schema}
+        columns = (np.concatenate([getattr(p, c) for p in parts]) for c in COLUMNS)
+        return cls(*columns, payload=payload)
 
     def take(self, index: np.ndarray) -> ExemplarSet:
+        """The rows at ``index`` (payload rows with them). O(len(index) · row size)."""
         index = np.asarray(index, dtype=np.int64)
-        return ExemplarSet(*(getattr(self, c)[index] for c in COLUMNS))
+        payload = {k: v[index] for k, v in self.payload.items()}
+        return ExemplarSet(*(getattr(self, c)[index] for c in COLUMNS), payload=payload)
 
     def columns(self) -> dict[str, np.ndarray]:
+        """The metadata columns (``COLUMNS``); the payload columns are ``payload``."""
         return {c: getattr(self, c) for c in COLUMNS}
 
     def equals(self, other: ExemplarSet) -> bool:
-        return len(self) == len(other) and all(
-            np.array_equal(getattr(self, c), getattr(other, c)) for c in COLUMNS
+        """Same rows in the same order, payload included (names, dtypes, shapes, values)."""
+        return (
+            len(self) == len(other)
+            and all(np.array_equal(getattr(self, c), getattr(other, c)) for c in COLUMNS)
+            and payload_schema(self.payload) == payload_schema(other.payload)
+            and all(np.array_equal(v, other.payload[k]) for k, v in self.payload.items())
         )
 
 
@@ -112,6 +248,13 @@ class Experience:
             per-experience grouping); ``None`` lets the buffer number updates itself.
         data: where inputs are read for feature-based selection: ``data[i]`` is row ``i``'s
             item. Not needed for reservoir or class-balanced buffers.
+        payload: per-row arrays kept with each exemplar, ``{name: array [n, ...]}`` (numpy
+            arrays or torch tensors; copied): e.g. the logits DER stores. Row ``i`` of each
+            belongs to row ``i`` of the experience; the buffer's
+            ``buffer.payload[name][j]`` belongs to its exemplar ``j``. An update must bring
+            the payload names, dtypes and trailing shapes the buffer's exemplars hold
+            (:class:`~memstore.errors.PayloadMismatchError` otherwise; an empty buffer
+            takes any). Bad names, non-arrays, other lengths: a named error, nothing kept.
     """
 
     targets: np.ndarray
@@ -123,6 +266,7 @@ class Experience:
     # An id-addressable view of the whole source (``source_data[id]``), when known: lets
     # old exemplars of the same source be read without passing ``sources=``.
     source_data: Any = field(default=None, repr=False)
+    payload: Mapping[str, Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         owner = "Experience"
@@ -159,6 +303,10 @@ class Experience:
                 f"The 'data' parameter of {owner} must have one item per row ({n}). "
                 f"Got len {len(self.data)} instead."
             )
+        payload = as_payload(self.payload, n, owner)
+        for value in payload.values():
+            value.setflags(write=False)
+        object.__setattr__(self, "payload", payload)
         for name, value in (("targets", targets), ("ids", ids), ("task_labels", tasks)):
             value.setflags(write=False)
             object.__setattr__(self, name, value)
@@ -176,6 +324,7 @@ class Experience:
         source: str = "default",
         index: int | None = None,
         ids: Any = None,
+        payload: Mapping[str, Any] | None = None,
     ) -> Experience:
         """Read ``.targets`` (and ``.targets_task_labels`` if present) of a map-style dataset.
 
@@ -190,6 +339,9 @@ class Experience:
         and experiences would collide in one source: a ``ConcatDataset`` (or a ``Subset`` of
         one), and Avalanche datasets (``AvalancheDataset`` views are subsets and
         concatenations of their own; use :mod:`memstore.avalanche`, which resolves them).
+
+        ``payload`` (see :class:`Experience`): row ``i`` of each array belongs to
+        ``dataset[i]``.
         """
         root, root_idx = _unwrap_subset(dataset)
         if ids is None and _is_view(root):
@@ -235,6 +387,7 @@ class Experience:
             index=index,
             data=dataset,
             source_data=source_data,
+            payload=payload,
         )
 
     def as_exemplars(self, experience_index: int) -> ExemplarSet:
@@ -245,6 +398,7 @@ class Experience:
             targets=np.asarray(self.targets),
             task_labels=np.asarray(self.task_labels),
             experience=np.full(n, experience_index, dtype=np.int64),
+            payload=self.payload,
         )
 
 

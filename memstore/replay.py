@@ -3,7 +3,7 @@ sampler that balances replay mini-batches across groups."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -14,7 +14,7 @@ from .errors import MissingSourceError
 from .experiences import ExemplarSet
 from .sources.base import as_source
 
-__all__ = ["ReplayDataset", "GroupBalancedSampler"]
+__all__ = ["ReplayDataset", "GroupBalancedSampler", "TaskLabelledItems"]
 
 
 @runtime_checkable
@@ -23,6 +23,16 @@ class HoldsExemplars(Protocol):
 
     @property
     def buffer(self) -> ExemplarSet: ...
+
+
+@runtime_checkable
+class TaskLabelledItems(Protocol):
+    """A source that declares its item layout: with ``items_carry_task_labels = True`` its
+    items already end with their task label (``(x, y, t)``, as an Avalanche dataset's), so
+    :class:`ReplayDataset` adds none. Declared by the source (a class attribute), never
+    guessed from an item."""
+
+    items_carry_task_labels: bool
 
 
 def _as_exemplars(exemplars: Any, owner: str) -> ExemplarSet:
@@ -37,20 +47,35 @@ def _as_exemplars(exemplars: Any, owner: str) -> ExemplarSet:
 
 
 class ReplayDataset(torch.utils.data.Dataset):
-    """The source item of each exemplar, with its task label appended.
+    """The source item of each exemplar, with its task label and payload appended.
 
     Args:
         exemplars: an :class:`ExemplarSet` (``buffer.buffer``) or a buffer.
         sources: ``{source name: dataset indexable by sample id}``; a single dataset is
             accepted when all exemplars come from one source.
+        items_with_task_labels: names of sources whose items already end with their task
+            label (e.g. an Avalanche dataset's ``(x, y, t)``). A source may also declare it
+            itself (:class:`TaskLabelledItems`). Their items get no second task label.
 
-    An item ``(x, y)`` of the source is returned as ``(x, y, task_label)``; any other item as
-    ``(item, task_label)``. ``__getitems__`` reads each source once per batch through its
-    batched read (:meth:`~memstore.sources.base.Source.get_many`; other datasets through
-    their own ``__getitems__``, else item by item).
+    Item layout, for exemplar ``i`` with task label ``t`` and source item ``item``:
+
+    * an item ``(x, y)`` of the source is returned as ``(x, y, t)``; any other item as
+      ``(item, t)``; the item of a source whose items carry their task label, as it is
+      (its own label, not the buffer's, is the one returned);
+    * when the exemplars hold payload columns (``Experience(payload=...)``), a dict
+      ``{name: tensor}`` of exemplar ``i``'s payload rows is appended: ``(x, y, t,
+      {"logits": tensor[...]})``. A ``DataLoader`` with the default collate gives
+      ``[x, y, t, {"logits": tensor[batch, ...]}]``, which is what DER++ consumes. Without
+      payload columns, no dict (the layout above, unchanged).
+
+    ``__getitems__`` reads each source once per batch through its batched read
+    (:meth:`~memstore.sources.base.Source.get_many`; other datasets through their own
+    ``__getitems__``, else item by item) and each payload column with one gather.
     """
 
-    def __init__(self, exemplars: Any, sources: Any) -> None:
+    def __init__(
+        self, exemplars: Any, sources: Any, *, items_with_task_labels: Collection[str] = ()
+    ) -> None:
         self.exemplars = _as_exemplars(exemplars, "ReplayDataset")
         names = list(dict.fromkeys(self.exemplars.source.tolist()))
         if isinstance(sources, (list, tuple, set, frozenset, str, bytes)):
@@ -81,6 +106,7 @@ class ReplayDataset(torch.utils.data.Dataset):
                 f"'sources' (given: {sorted(sources)}). Pass a dataset for each."
             )
         self.sources = dict(sources)
+        self._keeps_task = self._labelled_sources(items_with_task_labels)
         self._readers = {name: as_source(source) for name, source in self.sources.items()}
         for name in names:  # a tampered or mismatched buffer must not read other samples
             ids = self.exemplars.ids[self.exemplars.source == name]
@@ -93,32 +119,70 @@ class ReplayDataset(torch.utils.data.Dataset):
                     f"{n} samples). Pass the dataset the buffer was built from."
                 )
 
+    def _labelled_sources(self, declared: Any) -> set[str]:
+        """The sources whose items carry their task label: named, or self-declared."""
+        owner = "ReplayDataset"
+        if isinstance(declared, (str, bytes)) or not isinstance(declared, Collection):
+            raise TypeError(
+                f"The 'items_with_task_labels' parameter of {owner} must be a collection of "
+                f"source names. Got {declared!r:.80} instead."
+            )
+        unknown = [n for n in declared if n not in self.sources]
+        if unknown:
+            raise ValueError(
+                f"The 'items_with_task_labels' parameter of {owner} must name sources given "
+                f"in 'sources' ({sorted(self.sources)}). Got {unknown[:5]!r} instead."
+            )
+        return set(declared) | {
+            name
+            for name, source in self.sources.items()
+            if isinstance(source, TaskLabelledItems) and source.items_carry_task_labels is True
+        }
+
     def __len__(self) -> int:
         return len(self.exemplars)
 
     @staticmethod
-    def _with_task(item: Any, task: int) -> Any:
-        if isinstance(item, (tuple, list)):
-            return (*item, task)
-        return (item, task)
+    def _compose(item: Any, task: int | None, payload: dict[str, torch.Tensor] | None) -> Any:
+        """``item`` + task label (unless ``None``) + payload dict (unless ``None``)."""
+        head = tuple(item) if isinstance(item, (tuple, list)) else (item,)
+        tail = (() if task is None else (task,)) + (() if payload is None else (payload,))
+        if not tail:
+            return item
+        return (*head, *tail)
+
+    def _payload_rows(self, idx: np.ndarray) -> dict[str, torch.Tensor] | None:
+        """Each payload column's rows at ``idx`` as one tensor (``None``: no payload)."""
+        payload = self.exemplars.payload
+        if not payload:
+            return None
+        return {k: torch.from_numpy(np.ascontiguousarray(v[idx])) for k, v in payload.items()}
 
     def __getitem__(self, index: int) -> Any:
         index = int(index)
         if not -len(self) <= index < len(self):
             raise IndexError(f"ReplayDataset index {index} out of range for {len(self)} rows.")
         ex = self.exemplars
-        item = self.sources[str(ex.source[index])][int(ex.ids[index])]
-        return self._with_task(item, int(ex.task_labels[index]))
+        name = str(ex.source[index])
+        item = self.sources[name][int(ex.ids[index])]
+        task = None if name in self._keeps_task else int(ex.task_labels[index])
+        rows = self._payload_rows(np.array([index]))
+        payload = None if rows is None else {k: v[0] for k, v in rows.items()}
+        return self._compose(item, task, payload)
 
     def __getitems__(self, indices: list[int]) -> list[Any]:
         idx = np.asarray(indices, dtype=np.int64)
         ex = self.exemplars
+        rows = self._payload_rows(idx)
         out: list[Any] = [None] * len(idx)
         for name in dict.fromkeys(ex.source[idx].tolist()):
             sel = np.flatnonzero(ex.source[idx] == name)
             items = self._readers[name].get_many(ex.ids[idx[sel]])
+            keep = name in self._keeps_task
             for pos, item in zip(sel.tolist(), items, strict=True):
-                out[pos] = self._with_task(item, int(ex.task_labels[idx[pos]]))
+                task = None if keep else int(ex.task_labels[idx[pos]])
+                payload = None if rows is None else {k: v[pos] for k, v in rows.items()}
+                out[pos] = self._compose(item, task, payload)
         return out
 
 

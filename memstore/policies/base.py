@@ -24,7 +24,14 @@ from memstore._validation import (
     set_generator_state,
 )
 from memstore.errors import IdConflictError, StrategyMismatchError
-from memstore.experiences import COLUMNS, ExemplarSet, Experience
+from memstore.experiences import (
+    COLUMNS,
+    PAYLOAD_PREFIX,
+    ExemplarSet,
+    Experience,
+    as_payload,
+    check_payload_fits,
+)
 from memstore.selection.strategies import ExemplarsSelectionStrategy, strategy_record
 
 __all__ = [
@@ -151,7 +158,9 @@ class ExemplarsBuffer(ABC):
         check_sources_mapping(sources, f"{type(self).__name__}.update")
         index = experience.index if experience.index is not None else self._num_updates
         rows = experience.as_exemplars(index)
-        check_known_ids(self.buffer, rows, type(self).__name__)
+        held = self.buffer
+        check_known_ids(held, rows, type(self).__name__)
+        check_payload_fits(held, rows, type(self).__name__)
         snapshot = self.state_dict()
         try:
             self._update(experience, rows, index, sources)
@@ -183,6 +192,8 @@ class ExemplarsBuffer(ABC):
         names, codes = np.unique(rows.source, return_inverse=True)
         columns = {c: np.array(getattr(rows, c), copy=True) for c in COLUMNS if c != "source"}
         columns["source"] = codes.astype(np.int32).reshape(-1)
+        for key, value in rows.payload.items():  # "payload.<name>": [n, ...] per exemplar
+            columns[PAYLOAD_PREFIX + key] = np.array(value, copy=True)
         columns["group"] = np.concatenate(
             [
                 np.full(len(p), key, dtype=np.int64)
@@ -347,9 +358,15 @@ def check_state(state: Any, policy: str, owner: str) -> list[tuple[int, int, Exe
         codes = np.asarray(cols["source"], dtype=np.int64)
         if n and (codes.min() < 0 or codes.max() >= len(names)):
             raise ValueError("source codes out of range of source_names")
+        payload = {
+            key[len(PAYLOAD_PREFIX) :]: value
+            for key, value in cols.items()
+            if key.startswith(PAYLOAD_PREFIX)
+        }
         rows = ExemplarSet(
             names[codes] if n else np.empty(0, dtype="<U1"),
             *(np.asarray(cols[c], dtype=np.int64) for c in COLUMNS[1:]),
+            payload=as_payload(payload, n, "the state's payload", copy=False),
         )
         weights = np.asarray(cols["weight"], dtype=np.float32) if "weight" in cols else None
         if weights is not None and weights.shape != (n,):

@@ -38,8 +38,12 @@ class _SelectedGroup(ExemplarsBuffer):
     def append(self, rows: ExemplarSet, features: np.ndarray | None) -> None:
         """Add candidate rows (and their features, when the strategy uses them) at the end."""
         self._exemplars = ExemplarSet.concat([self._exemplars, rows])
-        if features is not None:
-            self.features = np.concatenate([self.features.reshape(-1, features.shape[1]), features])
+        if features is None or not len(features):
+            return  # no new rows: the group's features stay (an empty (0, 0) array has no d)
+        if self.features is None or not len(self.features):
+            self.features = features
+        else:
+            self.features = np.concatenate([self.features, features])
 
     def keep(self, order: np.ndarray, size: int) -> None:
         """Keep the rows at ``order`` (and their features), now with room for ``size``."""

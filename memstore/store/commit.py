@@ -18,26 +18,63 @@ one, never a torn buffer.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from memstore.errors import BufferNotFoundError, ConcurrentCommitError, UnrelatedHistoryError
+from memstore.errors import (
+    BufferNotFoundError,
+    ConcurrentCommitError,
+    InvalidParameterError,
+    UnrelatedHistoryError,
+)
 from memstore.io import CreateConflict
+from memstore.policies import ExemplarsBuffer
 
-from . import layout, manifest, snapshots
+from . import checks, layout, manifest, snapshots
 from .connect import Connection, access_error
 from .history import Origin
+from .run_state import FIELD, PreparedRunState, RunStates
 
-__all__ = ["commit_state", "parent_of", "publish_arrays"]
+__all__ = ["commit_state", "check_save_arguments", "parent_of", "publish_arrays"]
 
 
-def publish_arrays(conn: Connection, prefix: str, arrays: Mapping[str, Any], what: str) -> None:
-    """Steps 1-2: write ``arrays`` under the fresh ``prefix`` and make them durable."""
+def publish_arrays(
+    conn: Connection,
+    prefix: str,
+    arrays: Mapping[str, Any],
+    what: str,
+    then: Callable[[], None] | None = None,
+) -> None:
+    """Steps 1-2: write ``arrays`` under the fresh ``prefix`` (then whatever ``then`` adds to
+    it, e.g. the run state) and make them durable."""
     try:
         snapshots.write_arrays(conn, prefix, arrays)
+        if then is not None:
+            then()
         conn.files.sync_tree(prefix)
     except OSError as err:
         raise access_error(err, conn.url, what) from err
+
+
+def check_save_arguments(
+    buffer: object, message: object, parent: object, overwrite: object
+) -> int | None:
+    """Check ``Store.save``'s arguments before anything is read or written; the parent."""
+    if not isinstance(buffer, ExemplarsBuffer):
+        raise checks.wrong_type("buffer", "Store.save", "a memstore buffer", type(buffer).__name__)
+    if not isinstance(message, str):
+        raise checks.wrong_type("message", "Store.save", "a str", message)
+    if not isinstance(overwrite, bool):
+        raise checks.wrong_type("overwrite", "Store.save", "a bool", overwrite)
+    if parent is None:
+        return None
+    parent = checks.int_at_least(parent, "parent", "Store.save", 0)
+    if overwrite:
+        raise InvalidParameterError(
+            "Store.save takes either parent= or overwrite=True, not both: parent=N "
+            "builds on commit N, overwrite=True on the latest one."
+        )
+    return parent
 
 
 def parent_of(
@@ -90,9 +127,14 @@ def commit_state(
     top: int | None,
     message: str,
     sources: Mapping[str, Any],
+    run_state: PreparedRunState | None = None,
+    prior: Mapping[tuple, Any] | None = None,
 ) -> dict[str, Any]:
     """Publish ``state`` as commit ``parent + 1`` (0 without a parent) of ``name``; its
     manifest.
+
+    ``run_state`` (:func:`run_state.prepare`) goes into the same snapshot, before it is
+    synced; tensors ``prior`` (:meth:`RunStates.prior` of the parent) holds are referenced.
 
     ``top`` is the newest seq the caller saw taken (``None``: a new name): a seq at or below
     it is refused before anything is written. ``sources`` are the source records
@@ -104,7 +146,13 @@ def commit_state(
     arrays = manifest.snapshot_arrays(state)
     snapshot = layout.new_snapshot_ref(seq)
     prefix = layout.snapshot_path(name, snapshot)
-    publish_arrays(conn, prefix, arrays, f"write the snapshot of buffer {name!r}")
+    field: dict[str, Any] = {}
+
+    def add_run_state() -> None:
+        field.update(RunStates(conn).write(name, snapshot, run_state, prior or {}))
+
+    then = None if run_state is None else add_run_state
+    publish_arrays(conn, prefix, arrays, f"write the snapshot of buffer {name!r}", then)
     path = layout.manifest_path(name, seq)
     if conn.files.exists(path):  # taken while the snapshot was written: skip the collision
         conn.files.delete(prefix)
@@ -119,6 +167,8 @@ def commit_state(
         message=message,
         sources=sources,
     )
+    if run_state is not None:
+        parsed[FIELD] = field
     try:
         conn.files.create_if_absent(path, manifest.to_bytes(parsed))
     except CreateConflict as err:

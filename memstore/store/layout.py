@@ -34,6 +34,11 @@ __all__ = [
     "HEAD_NAME",
     "TEMP_PREFIX",
     "is_snapshot_ref_of",
+    "is_snapshot_ref_before",
+    "RUN_STATE",
+    "RUN_STATE_STRUCTURE",
+    "RUN_STATE_TENSORS",
+    "run_state_path",
     "source_dir",
     "source_record_path",
     "new_source_index_prefix",
@@ -121,6 +126,27 @@ def is_snapshot_ref_of(ref: object, seq: int) -> bool:
         and bool(SNAPSHOT_REF.match(ref))
         and ref.startswith(f"snapshots/{seq:010d}-")
     )
+
+
+def is_snapshot_ref_before(ref: object, seq: int) -> bool:
+    """Whether ``ref`` is a well-formed snapshot reference of a commit older than ``seq``
+    (what a run state may reference: the tensors of an earlier commit)."""
+    return (
+        isinstance(ref, str)
+        and bool(SNAPSHOT_REF.match(ref))
+        and int(ref[len("snapshots/") :][:10]) < seq
+    )
+
+
+RUN_STATE = "run_state"  # folder of a snapshot holding the commit's run state
+RUN_STATE_STRUCTURE = "structure.json"  # the run state's tree and the place of each tensor
+RUN_STATE_TENSORS = "tensors.safetensors"  # the tensors first written by this commit
+
+
+def run_state_path(name: str, ref: str, file: str = "") -> str:
+    """``buffers/<name>/<ref>/run_state[/<file>]``: a snapshot's run-state folder or file."""
+    folder = f"{snapshot_path(name, ref)}/{RUN_STATE}"
+    return f"{folder}/{file}" if file else folder
 
 
 def source_dir(name: str) -> str:

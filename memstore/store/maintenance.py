@@ -12,6 +12,7 @@ from memstore.errors import CorruptStoreError, MemstoreError
 from . import layout, manifest
 from .feature_caches import feature_cache_problems
 from .history import History, tombstone_bytes
+from .run_state import RunStates, refs_of
 from .source_index import SourceIndexes
 
 __all__ = ["Problem", "verify_store", "gc_store", "source_debris"]
@@ -35,6 +36,8 @@ class _BufferScan:
     debris: list[str] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)  # snapshots whose manifest was deleted
     snapshots: dict[int, str] = field(default_factory=dict)  # seq -> referenced snapshot path
+    # seq -> older snapshot paths whose run-state tensors the commit reads (gc keeps them)
+    run_refs: dict[int, set[str]] = field(default_factory=dict)
     head: int | None = None  # the head marker's seq
 
 
@@ -69,6 +72,9 @@ def _scan_buffer(history: History, name: str, check_data: bool = True) -> _Buffe
             continue
         referenced.add(parsed["snapshot"].split("/")[-1])
         scan.snapshots[seq] = layout.snapshot_path(name, parsed["snapshot"])
+        refs = refs_of(parsed)
+        referenced.update(ref.split("/")[-1] for ref in refs)
+        scan.run_refs[seq] = {layout.snapshot_path(name, ref) for ref in refs}
         if not check_data:
             continue
         snapshot = layout.snapshot_path(name, parsed["snapshot"])
@@ -83,6 +89,11 @@ def _scan_buffer(history: History, name: str, check_data: bool = True) -> _Buffe
                 )
         else:
             scan.problems.extend(_rebuild_problems(history, name, seq, state))
+        try:
+            RunStates(history.conn).read(name, parsed)
+        except MemstoreError as err:
+            where = layout.run_state_path(name, parsed["snapshot"])
+            scan.problems.append(Problem(where, f"run state of commit {seq}: {err}"))
     scan.seqs.sort()
     missing = _missing_seqs(name, scan)
     for entry in files.listdir(layout.snapshots_dir(name)):
@@ -227,13 +238,15 @@ class _Plan:
 
 
 def _loadable(history: History, name: str, seq: int) -> str | None:
-    """``None`` if commit ``seq`` loads (manifest, snapshot checksums, state); else why not."""
+    """``None`` if commit ``seq`` loads (manifest, snapshot checksums, state, run state);
+    else why not."""
     try:
         parsed = history.read(name, seq)
         if parsed is None:
             return f"commit {seq} was pruned"
         where = f"{history.conn.url}/{layout.manifest_path(name, seq)}"
         manifest.rebuild(history.state_of(name, parsed), None, where)
+        RunStates(history.conn).read(name, parsed)
     except MemstoreError as err:
         return str(err)
     return None
@@ -306,15 +319,25 @@ def gc_store(
             "newest loadable commits are kept."
         )
     for name, (scan, plan) in plans.items():
+        # Snapshots whose run-state tensors a commit that stays reads are kept (FORMAT.md).
+        pruned = set(plan.prune)
+        needed = set().union(*(r for s, r in scan.run_refs.items() if s not in pruned))
         for seq in plan.prune:
             path = layout.manifest_path(name, seq)
             # Tombstone first: the seq stays taken, and never a manifest without its data.
             files.write_file(path, tombstone_bytes(seq))
             removed.append(path)
             snapshot = scan.snapshots.get(seq)
-            if snapshot:
+            if snapshot and snapshot not in needed:
                 files.delete(snapshot)
                 removed.append(snapshot)
+        # Snapshots of commits pruned before, kept for their tensors, that only the commits
+        # just pruned still read: nothing reads them any more.
+        released = set().union(*(scan.run_refs.get(s, set()) for s in pruned)) - needed
+        for path in sorted(released):
+            if layout.snapshot_seq(path.rsplit("/", 1)[-1]) in scan.pruned:
+                files.delete(path)
+                removed.append(path)
         for path in plan.paths:  # a writer still committing has written it within the grace
             files.delete(path)
             removed.append(path)

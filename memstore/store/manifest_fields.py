@@ -13,7 +13,7 @@ from typing import Any
 
 from . import layout
 
-__all__ = ["check_fields", "check_array_specs"]
+__all__ = ["check_fields", "check_array_specs", "check_run_state_field"]
 
 
 def check_fields(manifest: Mapping[str, Any], generator_array: str) -> None:
@@ -45,10 +45,25 @@ def check_fields(manifest: Mapping[str, Any], generator_array: str) -> None:
     arrays = check_array_specs(manifest["arrays"], "arrays")
     if generator_array not in arrays:
         raise ValueError(f"field 'arrays' lacks {generator_array!r}")
+    if manifest.get("run_state") is not None:
+        check_run_state_field(manifest["run_state"], manifest["seq"])
     if "sizes" in manifest:
         sizes = _str_keys(manifest["sizes"], "sizes")
         for key in ("rows", "groups"):
             _int(sizes.get(key), f"sizes.{key}", minimum=0)
+
+
+def check_run_state_field(value: Any, seq: int) -> None:
+    """``run_state``: the checksum of the commit's run-state structure, the older snapshots
+    it reads tensors from (``refs``: snapshot references of commits before ``seq``) and
+    counts (``leaves``, ``bytes``, ``written``); ``ValueError`` otherwise."""
+    field = _str_keys(value, "run_state")
+    _str(field.get("structure"), "run_state.structure")
+    refs = field.get("refs")
+    if not isinstance(refs, list) or not all(layout.is_snapshot_ref_before(r, seq) for r in refs):
+        raise ValueError("field 'run_state.refs' must list snapshots of older commits")
+    for key in ("leaves", "bytes", "written"):
+        _int(field.get(key), f"run_state.{key}", minimum=0)
 
 
 def _int(value: Any, field: str, minimum: int | None = None) -> int:

@@ -14,9 +14,18 @@ from memstore.errors import CorruptStoreError
 
 from .connect import Connection
 
-__all__ = ["CHUNK_ROWS", "checksum", "array_specs", "write_arrays", "read_arrays"]
+__all__ = [
+    "CHUNK_ROWS",
+    "CHUNK_BYTES",
+    "checksum",
+    "array_specs",
+    "chunk_shape",
+    "write_arrays",
+    "read_arrays",
+]
 
 CHUNK_ROWS = 1 << 20  # rows per chunk of a flat array
+CHUNK_BYTES = 64 << 20  # at most this many bytes per chunk of an array of rows [n, ...]
 
 
 def checksum(arr: np.ndarray) -> str:
@@ -42,10 +51,21 @@ def write_arrays(conn: Connection, prefix: str, arrays: Mapping[str, np.ndarray]
     group = zarr.open_group(store=conn.zarr_store, path=prefix, mode="w-")
     for key, value in arrays.items():
         value = np.ascontiguousarray(value)
-        chunks = (max(1, min(len(value), CHUNK_ROWS)),)
-        arr = group.create_array(key, shape=value.shape, dtype=value.dtype, chunks=chunks)
+        arr = group.create_array(
+            key, shape=value.shape, dtype=value.dtype, chunks=chunk_shape(value)
+        )
         if value.size:
             arr[...] = value
+
+
+def chunk_shape(value: np.ndarray) -> tuple[int, ...]:
+    """Chunks of whole rows: ``CHUNK_ROWS`` rows of a flat array; an array of rows
+    ``[n, ...]`` (a payload column) is cut so a chunk holds at most ``CHUNK_BYTES``."""
+    if value.ndim <= 1:
+        return (max(1, min(len(value), CHUNK_ROWS)),)
+    row_bytes = max(1, value.itemsize * int(np.prod(value.shape[1:])))
+    rows = max(1, min(len(value), CHUNK_ROWS, CHUNK_BYTES // row_bytes))
+    return (rows, *(max(1, d) for d in value.shape[1:]))
 
 
 def read_arrays(conn: Connection, prefix: str, specs: Mapping[str, Any]) -> dict[str, np.ndarray]:

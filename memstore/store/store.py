@@ -17,7 +17,6 @@ import numpy as np
 
 from memstore.errors import (
     BufferNotFoundError,
-    InvalidParameterError,
     MemstoreError,
     ReadOnlyStoreError,
     StoreExistsError,
@@ -32,6 +31,7 @@ from .diff import diff_commits
 from .feature_caches import FeatureCaches
 from .history import Commit, History, Origin, commit_of
 from .maintenance import Problem, gc_store, verify_store
+from .run_state import RunStates, prepare
 from .source_index import SourceIndexes
 
 __all__ = ["open_store", "Store", "Commit", "Origin", "Problem", "FORMAT_VERSION"]
@@ -85,6 +85,7 @@ class Store:
         self._history = History(self._conn)
         self._sources = SourceIndexes(self._conn)
         self._features = FeatureCaches(self._conn)
+        self._runs = RunStates(self._conn)
         # Which store a buffer's origin names: the root on disk, or the URL.
         self._location = self.url.rstrip("/") if self._conn.remote else self._conn.files.root
         self.supports_conditional_writes = True
@@ -145,6 +146,7 @@ class Store:
         buffer: ExemplarsBuffer,
         message: str = "",
         sources: Mapping[str, Any] | None = None,
+        run_state: Mapping[str, Any] | None = None,
         *,
         parent: int | None = None,
         overwrite: bool = False,
@@ -161,28 +163,18 @@ class Store:
 
         Args:
             sources: name -> dataset; records each source's fingerprint, checked on load.
+            run_state: training state committed with the memory (:meth:`run_state`): a
+                nested mapping of tensors, arrays, scalars, lists (``FORMAT.md``), e.g.
+                ``{"model": model.state_dict(), "rng": memstore.rng_state(), "epoch": 3}``.
             parent: the commit to build on, overriding ``buffer.origin``.
             overwrite: build on the latest commit, whatever the buffer's origin.
 
-        Cost: O(buffer size) written, plus one fingerprint per given source.
+        Cost: O(buffer size + changed run-state bytes), one fingerprint per given source.
         """
         checks.valid_name(name, "Store.save")
         self._writable(f"save buffer {name!r}")
-        if not isinstance(buffer, ExemplarsBuffer):
-            raise checks.wrong_type(
-                "buffer", "Store.save", "a memstore buffer", type(buffer).__name__
-            )
-        if not isinstance(message, str):
-            raise checks.wrong_type("message", "Store.save", "a str", message)
-        if not isinstance(overwrite, bool):
-            raise checks.wrong_type("overwrite", "Store.save", "a bool", overwrite)
-        if parent is not None:
-            parent = checks.int_at_least(parent, "parent", "Store.save", 0)
-            if overwrite:
-                raise InvalidParameterError(
-                    "Store.save takes either parent= or overwrite=True, not both: parent=N "
-                    "builds on commit N, overwrite=True on the latest one."
-                )
+        parent = commit.check_save_arguments(buffer, message, parent, overwrite)
+        run = None if run_state is None else prepare(run_state)
         top = self._history.top(name)
         base = commit.parent_of(name, buffer.origin, self._location, top, parent, overwrite)
         state = buffer.state_dict()
@@ -194,6 +186,8 @@ class Store:
             top=top,
             message=message,
             sources=manifest.source_records(state, sources),
+            run_state=run,
+            prior=None if run is None else self._runs.prior(self._history, name, base),
         )
         buffer.origin = Origin(self._location, name, int(parsed["seq"]))
         return commit_of(parsed)
@@ -201,6 +195,14 @@ class Store:
     def state(self, name: str, commit: int | None = None) -> dict[str, Any]:
         """The buffer's ``state_dict`` as committed (verified against its checksums)."""
         return self._history.state_of(name, self._history.manifest(name, commit, "Store.state"))
+
+    def run_state(self, name: str, commit: int | None = None) -> dict[str, Any]:
+        """The run state saved with a commit (default: the latest); ``{}`` if it has none.
+
+        Tensors come back as CPU torch tensors, mappings as dicts; every byte is checked
+        (damage: :class:`~memstore.errors.CorruptStoreError`). Never unpickles."""
+        parsed = self._history.manifest(name, commit, "Store.run_state")
+        return self._runs.read(name, parsed)
 
     def load(
         self,
@@ -258,6 +260,7 @@ class Store:
                 str(c): int(n) for c, n in zip(classes.tolist(), counts.tolist(), strict=True)
             },
             "sources": parsed.get("sources", {}),
+            "run_state": parsed.get("run_state"),
             "commits": [c.__dict__ for c in self.log(name)],
         }
 

@@ -19,30 +19,51 @@ import torch
 
 
 class Row(NamedTuple):
-    """One exemplar: where it comes from and its metadata."""
+    """One exemplar: where it comes from, its metadata, and its payload (an extra column,
+    e.g. a row of logits as a tuple of floats; ``()`` when the stream has none)."""
 
     source: str
     id: int
     target: int
     task: int
     experience: int
+    payload: tuple = ()
 
 
 class Exp(NamedTuple):
-    """The candidates of one update, as plain lists."""
+    """The candidates of one update, as plain lists (``payloads``: one tuple per row)."""
 
     source: str
     ids: list[int]
     targets: list[int]
     tasks: list[int]
     index: int | None = None
+    payloads: list[tuple] | None = None
 
 
 def make_rows(exp: Exp, experience: int) -> list[Row]:
     return [
-        Row(exp.source, exp.ids[i], exp.targets[i], exp.tasks[i], experience)
+        Row(
+            exp.source,
+            exp.ids[i],
+            exp.targets[i],
+            exp.tasks[i],
+            experience,
+            () if exp.payloads is None else exp.payloads[i],
+        )
         for i in range(len(exp.ids))
     ]
+
+
+def with_payloads(ops: list[tuple[str, object]], payload_of) -> list[tuple[str, object]]:
+    """``ops`` of :func:`random_stream` with every update's rows given ``payload_of(source,
+    id)`` (a tuple) as payload: the extra column whose alignment the tests check."""
+    out: list[tuple[str, object]] = []
+    for kind, arg in ops:
+        if kind == "update":
+            arg = arg._replace(payloads=[payload_of(arg.source, i) for i in arg.ids])
+        out.append((kind, arg))
+    return out
 
 
 def group_lengths(
