@@ -234,6 +234,20 @@ def create_root(conn: Connection) -> None:
     conn.root.version, conn.root.legacy = layout.FORMAT_VERSION, {}
 
 
+def conditional_writes(conn: Connection, path: str, single_writer: bool) -> bool:
+    """Probe a remote store for create-if-absent writes; without them, refuse to open it
+    unless the caller vouches that only one process ever writes (``single_writer``)."""
+    supported = probe_conditional_writes(conn)
+    if not supported and not single_writer:
+        raise MemstoreError(
+            f"The object store behind {path!r} ignores conditional writes "
+            "(If-None-Match), so two writers could silently overwrite each other's "
+            "commits. Use a server that supports them, or pass single_writer=True "
+            "to open_store if only one process ever writes to this store."
+        )
+    return supported
+
+
 def probe_conditional_writes(conn: Connection) -> bool:
     """Whether a second create-if-absent of the same path is refused (``If-None-Match``)."""
     folder = layout.new_probe_dir()

@@ -96,14 +96,9 @@ class Store:
         elif mode == "w-":
             raise StoreExistsError(f"A memstore already exists at {path!r} (mode='w-').")
         if not self.read_only and self._conn.remote:
-            self.supports_conditional_writes = connect.probe_conditional_writes(self._conn)
-            if not self.supports_conditional_writes and not single_writer:
-                raise MemstoreError(
-                    f"The object store behind {path!r} ignores conditional writes "
-                    "(If-None-Match), so two writers could silently overwrite each other's "
-                    "commits. Use a server that supports them, or pass single_writer=True "
-                    "to open_store if only one process ever writes to this store."
-                )
+            self.supports_conditional_writes = connect.conditional_writes(
+                self._conn, path, single_writer
+            )
 
     @property
     def files(self) -> LocalFiles | FsspecFiles:
