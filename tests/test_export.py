@@ -156,3 +156,29 @@ def test_progress_bar_when_asked(memory, capsys):
     assert "export" in capsys.readouterr().err
     memstore.export_memory(store, "replay", tmp / "r", sources={"extra": arrays}, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_payload_columns_are_exported_with_their_exemplars(tmp_path):
+    x = np.random.default_rng(1).standard_normal((30, 4)).astype(np.float32)
+    y = np.arange(30) % 3
+    logits = x @ np.ones((4, 2), dtype=np.float32) + np.arange(30)[:, None]
+    margin = np.arange(30, dtype=np.float64) / 7
+    store = memstore.open_store(str(tmp_path / "m.zarr"))
+    buf = memstore.ClassBalancedBuffer(max_size=9, seed=0)
+    exp = memstore.Experience(
+        targets=y, source="digits", payload={"logits": logits, "margin": margin}
+    )
+    buf.update(exp)
+    store.save("replay", buf)
+    done = memstore.export_memory(
+        store,
+        "replay",
+        tmp_path / "out",
+        sources={"digits": memstore.ArraySource(x, y)},
+        progress=False,
+    )
+    held = store.load("replay").buffer
+    plain = list(wds.WebDataset(str(tmp_path / "out" / done.spec), shardshuffle=False).decode())
+    assert [s["memstore.json"]["id"] for s in plain] == held.ids.tolist()
+    assert np.array_equal(np.stack([s["payload.logits.npy"] for s in plain]), logits[held.ids])
+    assert [s["memstore.json"]["payload.margin"] for s in plain] == margin[held.ids].tolist()

@@ -165,8 +165,10 @@ def export_memory(
         "store": store.url,
         "sources": {s: {"fingerprint": fingerprint(resolved[s])} for s in names},
     }
+    held = exemplars.buffer
+    columns = {**held.columns(), **{f"payload.{k}": v for k, v in held.payload.items()}}
     return write_export(
-        exemplars.buffer.columns(),
+        columns,
         resolved,
         to,
         header=header,
