@@ -181,7 +181,7 @@ def test_the_module_entry_point(store, store_url):
         capture_output=True,
         text=True,
         env=env,
-        timeout=60,
+        timeout=600,
     )
     assert ok.returncode == 0 and json.loads(ok.stdout)[0]["message"] == "res"
     bad = subprocess.run(
@@ -189,7 +189,7 @@ def test_the_module_entry_point(store, store_url):
         capture_output=True,
         text=True,
         env=env,
-        timeout=60,
+        timeout=600,
     )
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.startswith("memstore log: error: No buffer named 'nope'")

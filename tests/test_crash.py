@@ -148,7 +148,7 @@ def test_sigkill_during_commits_leaves_previous_or_next_commit(store_url, storag
     check_time = 0.0
     server = Server(store_url, storage_options)
     try:
-        _, line = server.next(timeout=60)
+        _, line = server.next(timeout=600)
         assert line == "ready threads=1", line
         targets = [TARGETS[i % len(TARGETS)] for i in range(KILLS)]
         rng.shuffle(targets)

@@ -134,7 +134,7 @@ class ConcurrencyTests(StoreFixtures):
                 out, err = child.communicate(timeout=900)
                 assert child.returncode == 0, err[-3000:]
                 outputs.append(out.split("\n"))
-            out, err = other.communicate(input="", timeout=120)
+            out, err = other.communicate(input="", timeout=900)
             assert other.returncode == 0, err[-3000:]
         finally:
             for child in (other, *writers):

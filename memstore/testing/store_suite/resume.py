@@ -73,7 +73,7 @@ class ResumeTests(StoreFixtures):
             env=child_env(storage_options),
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=900,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         report = json.loads(proc.stdout.strip().splitlines()[-1])
