@@ -1,0 +1,246 @@
+"""memstore.distributed over real gloo process groups on 127.0.0.1.
+
+One process group per world size (spawning costs seconds); inside it, every policy × split is
+built collectively and each rank writes the digest of its final state, which must equal the
+single-process build of the union in canonical (ascending id) order.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import memstore
+from memstore import distributed as mdist
+from memstore.distributed.update import state_digest
+
+N, SOURCE = 240, "train"
+X = np.random.default_rng(7).standard_normal((N, 3)).astype(np.float32)
+Y = (np.arange(N) * 7 % 5).astype(np.int64)
+
+
+def _identity_model() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Flatten())
+
+
+POLICIES = {
+    "reservoir-torch": lambda: memstore.ReservoirSamplingBuffer(30, seed=1),
+    "reservoir-hash": lambda: memstore.ReservoirSamplingBuffer(30, seed=1, draws="hash"),
+    "experience-torch": lambda: memstore.ExperienceBalancedBuffer(31, seed=2),
+    "experience-hash": lambda: memstore.ExperienceBalancedBuffer(31, seed=2, draws="hash"),
+    "class-torch": lambda: memstore.ClassBalancedBuffer(23, seed=3),
+    "class-hash": lambda: memstore.ClassBalancedBuffer(23, seed=3, draws="hash"),
+    "class-hash-fixed": lambda: memstore.ClassBalancedBuffer(
+        23, adaptive_size=False, total_num_classes=6, seed=3, draws="hash"
+    ),
+    "random-class": lambda: memstore.ParametricBuffer(21, groupby="class", seed=4),
+    "herding-class": lambda: memstore.ParametricBuffer(
+        21, "class", memstore.HerdingSelectionStrategy(_identity_model(), "0")
+    ),
+    "closest-none": lambda: memstore.ParametricBuffer(
+        17, None, memstore.ClosestToCenterSelectionStrategy(_identity_model(), "0")
+    ),
+    "herding-experience": lambda: memstore.ParametricBuffer(
+        20, "experience", memstore.HerdingSelectionStrategy(_identity_model(), "0")
+    ),
+}
+
+
+def stream() -> list[np.ndarray]:
+    """Three experiences of ids (in a scrambled order), the last one small."""
+    perm = np.random.default_rng(0).permutation(N)
+    return [perm[:100], perm[100:210], perm[210:]]
+
+
+def experience(ids: np.ndarray, k: int) -> memstore.Experience:
+    return memstore.Experience(
+        targets=Y[ids], ids=ids, source=SOURCE, index=k, source_data=memstore.ArraySource(X, Y)
+    )
+
+
+def split(ids: np.ndarray, how: str, rank: int, world: int) -> np.ndarray:
+    if how == "strided":
+        return ids[rank::world]
+    return np.array_split(ids, world)[rank]
+
+
+def single_process(name: str):
+    buf = POLICIES[name]()
+    for k, ids in enumerate(stream()):
+        buf.update(experience(np.sort(ids), k))
+    return buf
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _init(rank: int, world: int, port: int, timeout: float = 20.0) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=timeout),
+    )
+
+
+def _build_worker(rank: int, world: int, port: int, out: str) -> None:
+    """Ranks of one 4-process group; sub-groups of 1, 2, 3, 4 ranks build every policy."""
+    _init(rank, world, port)
+    for size in range(1, world + 1):
+        group = dist.new_group(list(range(size)))  # every rank takes part in new_group
+        if rank >= size:
+            continue
+        digests = {}
+        for name in POLICIES:
+            for how in ("contiguous", "strided"):
+                buf = POLICIES[name]()
+                for k, ids in enumerate(stream()):
+                    mdist.update(buf, experience(split(ids, how, rank, size), k), group=group)
+                digests[f"{name}/{how}"] = state_digest(buf.state_dict())
+        Path(out, f"world{size}-rank{rank}.json").write_text(json.dumps(digests))
+    Path(out, f"commits-rank{rank}.json").write_text(json.dumps(_commit_checks(rank, out)))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def _outcome(fn) -> str:
+    try:
+        fn()
+    except mdist.CollectiveError as err:
+        return f"CollectiveError: {err}"
+    return "ok"
+
+
+def _commit_checks(rank: int, out: str) -> dict:
+    """save and the failure rule on the world group (4 ranks)."""
+    if rank == 0:
+        memstore.open_store(str(Path(out, "store.zarr")))  # created by one rank
+    dist.barrier()
+    store = memstore.open_store(str(Path(out, "store.zarr")))
+    buf = POLICIES["class-hash"]()
+    ids = stream()[0]
+    mdist.update(buf, experience(split(ids, "strided", rank, 4), 0))
+    first = mdist.save(store, "m", buf, "first")
+    before = state_digest(buf.state_dict())
+    bad = experience(split(stream()[1], "strided", rank, 4), 1) if rank != 1 else [1, 2]
+    report = {
+        "commit": [first.seq, first.id],
+        "origin_seq": buf.origin.seq,
+        "bad_input": _outcome(lambda: mdist.update(buf, bad)),
+        "unchanged_after_bad_input": state_digest(buf.state_dict()) == before,
+        # a fresh buffer under an existing name: rank 0's Store.save refuses
+        "save_refused": _outcome(lambda: mdist.save(store, "m", POLICIES["class-hash"]())),
+        "buffers_differ": _outcome(
+            lambda: mdist.save(store, "m", buf if rank else POLICIES["class-hash"]())
+        ),
+        "seqs": [c.seq for c in store.log("m")],
+    }
+    return report
+
+
+def run_group(target, world: int, *args, timeout: float = 120.0) -> list[int | None]:
+    """Start ``world`` spawned ranks of ``target(rank, world, port, *args)``; exit codes."""
+    ctx = mp.get_context("spawn")
+    port = free_port()
+    procs = [ctx.Process(target=target, args=(r, world, port, *args)) for r in range(world)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout)
+    codes = [p.exitcode for p in procs]
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+    return codes
+
+
+@pytest.fixture(scope="module")
+def references() -> dict[str, str]:
+    return {name: state_digest(single_process(name).state_dict()) for name in POLICIES}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("built")
+    assert run_group(_build_worker, 4, str(out)) == [0] * 4
+    return out
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+def test_every_policy_and_split_equals_the_single_process_build(world, built, references):
+    want = {f"{n}/{h}": references[n] for n in POLICIES for h in ("contiguous", "strided")}
+    for rank in range(world):
+        got = json.loads((built / f"world{world}-rank{rank}.json").read_text())
+        assert got == want, f"rank {rank} of {world}"
+
+
+def test_save_commits_once_and_any_failure_fails_every_rank(built):
+    reports = [json.loads((built / f"commits-rank{r}.json").read_text()) for r in range(4)]
+    assert all(r["commit"] == reports[0]["commit"] for r in reports)
+    assert all(r["origin_seq"] == reports[0]["commit"][0] for r in reports)
+    for r in reports:
+        assert "failed on rank(s) [1]" in r["bad_input"] and "Experience" in r["bad_input"]
+        assert r["unchanged_after_bad_input"]
+        assert "rank 0 could not commit 'm'" in r["save_refused"]
+        assert "UnrelatedHistoryError" in r["save_refused"]
+        assert "different buffers" in r["buffers_differ"]
+        assert r["seqs"] == [reports[0]["commit"][0]]
+
+
+def _kill_worker(rank: int, world: int, port: int, out: str) -> None:
+    """Rank 1 dies (os._exit) right before the second update; rank 0 must fail cleanly."""
+    _init(rank, world, port, timeout=15.0)
+    if rank == 0:
+        memstore.open_store(str(Path(out, "store.zarr")))
+    dist.barrier()
+    store = memstore.open_store(str(Path(out, "store.zarr")))
+    buf = POLICIES["herding-class"]()
+    mdist.update(buf, experience(split(stream()[0], "contiguous", rank, world), 0))
+    mdist.save(store, "m", buf, "first")
+    if rank == 1:
+        os._exit(3)
+    t0 = time.monotonic()
+    try:
+        mdist.update(buf, experience(split(stream()[1], "contiguous", rank, world), 1))
+        mdist.save(store, "m", buf, "second")
+        outcome = "no error"
+    except mdist.CollectiveError as err:
+        outcome = f"CollectiveError: {err}"
+    Path(out, "rank0.json").write_text(json.dumps([outcome, time.monotonic() - t0]))
+    os._exit(0)  # the group is broken: skip destroy_process_group
+
+
+def test_a_rank_killed_mid_update_fails_the_others_and_the_store_keeps_its_commit(tmp_path):
+    assert run_group(_kill_worker, 2, str(tmp_path), timeout=60.0) == [0, 3]
+    outcome, seconds = json.loads((tmp_path / "rank0.json").read_text())
+    assert outcome.startswith("CollectiveError: memstore.distributed") and seconds < 15
+    store = memstore.open_store(str(tmp_path / "store.zarr"))
+    assert [c.message for c in store.log("m")] == ["first"]
+    want = POLICIES["herding-class"]()
+    want.update(experience(np.sort(stream()[0]), 0))
+    assert state_digest(store.state("m")) == state_digest(want.state_dict())
+
+
+def test_hash_reservoir_sends_only_top_candidates():
+    """A bound check of the local step: with draws='hash' a rank keeps ≤ quota per group."""
+    from memstore.distributed.update import local_top
+
+    rows = experience(np.arange(100), 0).as_exemplars(0)
+    keep = local_top(rows, rows.targets, 0, {k: 3 for k in range(5)})
+    assert np.bincount(rows.targets[keep]).tolist() == [3] * 5
