@@ -150,6 +150,8 @@ def _commit_checks(rank: int, out: str) -> dict:
             lambda: mdist.save(store, "m", buf if rank else POLICIES["class-hash"]())
         ),
         "seqs": [c.seq for c in store.log("m")],
+        # replay under DDP: num_replicas and rank default to the process group's
+        "sampler": list(memstore.GroupBalancedSampler(buf, num_samples=40, seed=2)),
     }
     return report
 
@@ -201,6 +203,16 @@ def test_save_commits_once_and_any_failure_fails_every_rank(built):
         assert "UnrelatedHistoryError" in r["save_refused"]
         assert "different buffers" in r["buffers_differ"]
         assert r["seqs"] == [reports[0]["commit"][0]]
+    whole = memstore.GroupBalancedSampler(
+        single_process_first("class-hash"), num_samples=40, seed=2
+    )
+    assert [x for step in zip(*(r["sampler"] for r in reports)) for x in step] == list(whole)
+
+
+def single_process_first(name: str):
+    buf = POLICIES[name]()
+    buf.update(experience(np.sort(stream()[0]), 0))
+    return buf
 
 
 def _kill_worker(rank: int, world: int, port: int, out: str) -> None:
