@@ -206,7 +206,8 @@ def test_save_commits_once_and_any_failure_fails_every_rank(built):
     whole = memstore.GroupBalancedSampler(
         single_process_first("class-hash"), num_samples=40, seed=2
     )
-    assert [x for step in zip(*(r["sampler"] for r in reports), strict=True) for x in step] == list(whole)
+    steps = zip(*(r["sampler"] for r in reports), strict=True)
+    assert [x for step in steps for x in step] == list(whole)
 
 
 def single_process_first(name: str):
