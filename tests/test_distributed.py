@@ -23,8 +23,11 @@ import torch.multiprocessing as mp
 import memstore
 from memstore import distributed as mdist
 from memstore.distributed.update import state_digest
+from memstore.features.cache import CHUNK_ROWS
 
 N, SOURCE = 240, "train"
+CACHE_N = 2 * CHUNK_ROWS + 100  # three feature-cache chunks, the last one short
+CACHE_X = np.random.default_rng(3).standard_normal((CACHE_N, 2)).astype(np.float32)
 X = np.random.default_rng(7).standard_normal((N, 3)).astype(np.float32)
 Y = (np.arange(N) * 7 % 5).astype(np.int64)
 
@@ -99,7 +102,7 @@ def _init(rank: int, world: int, port: int, timeout: float = 20.0) -> None:
     )
 
 
-def _build_worker(rank: int, world: int, port: int, out: str) -> None:
+def _build_worker(rank: int, world: int, port: int, out: str, targets: list) -> None:
     """Ranks of one 4-process group; sub-groups of 1, 2, 3, 4 ranks build every policy."""
     _init(rank, world, port)
     for size in range(1, world + 1):
@@ -115,8 +118,35 @@ def _build_worker(rank: int, world: int, port: int, out: str) -> None:
                 digests[f"{name}/{how}"] = state_digest(buf.state_dict())
         Path(out, f"world{size}-rank{rank}.json").write_text(json.dumps(digests))
     Path(out, f"commits-rank{rank}.json").write_text(json.dumps(_commit_checks(rank, out)))
+    pair = dist.new_group([0, 1])
+    if rank < 2:
+        fills = {label: _fill(rank, pair, url, options) for label, url, options in targets}
+        Path(out, f"fill-rank{rank}.json").write_text(json.dumps(fills))
     dist.barrier()
     dist.destroy_process_group()
+    os._exit(0)  # skip interpreter teardown (s3fs's event loop thread makes it slow)
+
+
+def _fill(rank: int, pair, url: str, options) -> dict:
+    """Two ranks fill one feature cache at ``url``; each counts the rows its model saw."""
+    if rank == 0:
+        memstore.open_store(url, storage_options=options)
+    dist.barrier(group=pair)
+    store = memstore.open_store(url, storage_options=options)
+    model = torch.nn.Sequential(torch.nn.Flatten())
+    seen = []
+    model.register_forward_hook(lambda m, i, o: seen.append(int(o.shape[0])))
+    strategy = memstore.HerdingSelectionStrategy(model, "0", feature_cache=store, batch_size=1024)
+    source = memstore.ArraySource(CACHE_X, np.zeros(CACHE_N, dtype=np.int64))
+    share = mdist.fill_feature_cache(strategy, source, group=pair)
+    (key,) = store.feature_caches()
+    cache = store.open_feature_cache(key)
+    return {
+        "share": share,
+        "computed": sum(seen),
+        "done": cache.num_done(),
+        "equal": bool(np.array_equal(cache.read(np.arange(CACHE_N)), CACHE_X)),
+    }
 
 
 def _outcome(fn) -> str:
@@ -178,9 +208,15 @@ def references() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
+def built(tmp_path_factory, seaweedfs_server) -> Path:
+    """One 4-rank gloo group runs every collective check; each writes its report here."""
     out = tmp_path_factory.mktemp("built")
-    assert run_group(_build_worker, 4, str(out)) == [0] * 4
+    s3 = seaweedfs_server
+    targets = [
+        ("local", str(out / "cache.zarr"), None),
+        ("s3", s3.url(s3.make_bucket(), "cache.zarr"), s3.storage_options()),
+    ]
+    assert run_group(_build_worker, 4, str(out), targets) == [0] * 4
     return out
 
 
@@ -214,6 +250,20 @@ def single_process_first(name: str):
     buf = POLICIES[name]()
     buf.update(experience(np.sort(stream()[0]), 0))
     return buf
+
+
+@pytest.mark.s3
+def test_two_ranks_fill_one_cache_each_writing_its_own_chunks(built):
+    """On local disk and on the S3 test server: every row computed once, by the owner of its
+    chunk, so no chunk has two writers; the cache is complete and exact."""
+    reports = [json.loads((built / f"fill-rank{r}.json").read_text()) for r in (0, 1)]
+    owned = [mdist.owned_chunk_ids(np.arange(CACHE_N), r, 2).size for r in (0, 1)]
+    assert owned == [CHUNK_ROWS + 100, CHUNK_ROWS]
+    for label in ("local", "s3"):
+        got = [r[label] for r in reports]
+        assert [g["share"] for g in got] == owned
+        assert [g["computed"] for g in got] == owned
+        assert all(g["done"] == CACHE_N and g["equal"] for g in got)
 
 
 def _kill_worker(rank: int, world: int, port: int, out: str) -> None:

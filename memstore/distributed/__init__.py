@@ -4,6 +4,9 @@
   ends with the identical buffer (see :mod:`.update` for which results are
   partition-invariant and what crosses the wire);
 * :func:`save` — rank 0 commits, every rank returns the same :class:`~memstore.Commit`;
+* :func:`shard_part` — the rows of an experience in this rank's whole shards of a
+  ``ShardSource``; :func:`fill_feature_cache` — ranks fill one feature cache on shared
+  storage, each writing only the chunks it owns;
 * :class:`CollectiveError` — raised on every rank when any rank fails a step.
 
 Every step first agrees on each rank's status, so a failure on one rank fails all of them
@@ -13,6 +16,15 @@ instead of leaving some waiting; a dead rank surfaces as the backend's error (se
 
 from .comm import TRAFFIC, CollectiveError
 from .commit import save
+from .shards import fill_feature_cache, owned_chunk_ids, shard_part
 from .update import update
 
-__all__ = ["CollectiveError", "TRAFFIC", "save", "update"]
+__all__ = [
+    "CollectiveError",
+    "TRAFFIC",
+    "fill_feature_cache",
+    "owned_chunk_ids",
+    "save",
+    "shard_part",
+    "update",
+]

@@ -1,0 +1,27 @@
+"""Whole shards per rank (the gloo test of two ranks filling one feature cache is in
+test_distributed.py, inside its one process group)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from memstore import distributed as mdist
+from memstore.sources.shards import ShardSource, write_shards
+
+
+def test_shard_part_gives_each_rank_whole_shards(tmp_path):
+    x = np.arange(257 * 2, dtype=np.float32).reshape(257, 2)
+    out = write_shards(
+        x, str(tmp_path / "s" / "train-%04d.tar"), targets=np.arange(257) % 4, maxcount=50
+    )
+    source = ShardSource(out.spec, name="train", progress=False)
+    exp = source.experiences(by_shards=2)[1]
+    parts = [mdist.shard_part(exp, source, rank=r, world_size=3) for r in range(3)]
+    assert np.array_equal(np.sort(np.concatenate([p.ids for p in parts])), exp.ids)
+    for r, part in enumerate(parts):
+        assert set((source.shards[part.ids] % 3).tolist()) <= {r}
+        assert np.array_equal(part.targets, source.targets[part.ids])
+        assert part.index == exp.index and part.source == "train"
+    with pytest.raises(ValueError, match="'rank' parameter of memstore.distributed.shard_part"):
+        mdist.shard_part(exp, source, rank=3, world_size=3)
