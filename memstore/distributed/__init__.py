@@ -16,7 +16,7 @@ instead of leaving some waiting; a dead rank surfaces as the backend's error (se
 
 from .comm import TRAFFIC, CollectiveError
 from .commit import save
-from .shards import fill_feature_cache, owned_chunk_ids, shard_part
+from .shards import fill_feature_cache, owned_chunk_ids, shard_chunk_owners, shard_part
 from .update import update
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "fill_feature_cache",
     "owned_chunk_ids",
     "save",
+    "shard_chunk_owners",
     "shard_part",
     "update",
 ]

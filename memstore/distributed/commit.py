@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from memstore._validation import param_error
 from memstore.policies import ExemplarsBuffer
 from memstore.store import Store
 
@@ -40,15 +41,11 @@ def save(
     error, digest = None, None
     try:
         if not isinstance(store, Store):
-            raise TypeError(
-                f"The 'store' parameter of {_OWNER} must be a memstore Store (open it on every "
-                f"rank with memstore.open_store). Got {type(store).__name__} instead."
-            )
+            what = "a memstore Store (open it on every rank with memstore.open_store)"
+            raise param_error("store", _OWNER, what, type(store).__name__, kind=TypeError)
         if not isinstance(buffer, ExemplarsBuffer):
-            raise TypeError(
-                f"The 'buffer' parameter of {_OWNER} must be a memstore buffer. "
-                f"Got {type(buffer).__name__} instead."
-            )
+            what = "a memstore buffer"
+            raise param_error("buffer", _OWNER, what, type(buffer).__name__, kind=TypeError)
         digest = state_digest(buffer.state_dict())
     except Exception as err:
         error = err

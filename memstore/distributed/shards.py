@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from memstore._validation import as_int_array, check_int
+from memstore._validation import as_int_array, check_int, param_error
 from memstore.experiences import Experience
 from memstore.features.cache import CHUNK_ROWS
 from memstore.selection import FeatureBasedExemplarsSelectionStrategy
@@ -23,7 +23,13 @@ from memstore.sources.shards import ShardSource
 
 from .comm import agree, rank_and_size
 
-__all__ = ["rank_and_world", "shard_part", "owned_chunk_ids", "fill_feature_cache"]
+__all__ = [
+    "rank_and_world",
+    "shard_part",
+    "owned_chunk_ids",
+    "shard_chunk_owners",
+    "fill_feature_cache",
+]
 
 
 def rank_and_world(rank: int | None, world_size: int | None, owner: str) -> tuple[int, int]:
@@ -56,15 +62,10 @@ def shard_part(
     """
     owner = "memstore.distributed.shard_part"
     if not isinstance(source, ShardSource):
-        raise TypeError(
-            f"The 'source' parameter of {owner} must be a ShardSource. "
-            f"Got {type(source).__name__} instead."
-        )
+        raise param_error("source", owner, "a ShardSource", type(source).__name__, kind=TypeError)
     if not isinstance(experience, Experience):
-        raise TypeError(
-            f"The 'experience' parameter of {owner} must be a memstore.Experience. "
-            f"Got {type(experience).__name__} instead."
-        )
+        what, got = "a memstore.Experience", type(experience).__name__
+        raise param_error("experience", owner, what, got, kind=TypeError)
     rank, world = rank_and_world(rank, world_size, owner)
     ids = np.asarray(experience.ids)
     if ids.size and ids.max() >= len(source):
@@ -84,11 +85,24 @@ def shard_part(
     )
 
 
-def owned_chunk_ids(ids: np.ndarray, rank: int, world_size: int) -> np.ndarray:
-    """The ids among ``ids`` whose feature-cache chunk (``id // CHUNK_ROWS``) is owned by
-    ``rank`` (chunk ``c`` → rank ``c % world_size``), sorted and unique."""
+def owned_chunk_ids(
+    ids: np.ndarray, rank: int, world_size: int, chunk_owners: np.ndarray | None = None
+) -> np.ndarray:
+    """The ids among ``ids`` whose feature-cache chunk (``id // CHUNK_ROWS``) ``rank`` owns,
+    sorted and unique: chunk ``c`` belongs to ``chunk_owners[c]`` if given (e.g.
+    :func:`shard_chunk_owners`), else to rank ``c % world_size``."""
     ids = np.unique(np.asarray(ids, dtype=np.int64))
-    return ids[(ids // CHUNK_ROWS) % world_size == rank]
+    chunks = ids // CHUNK_ROWS
+    owner = chunks % world_size if chunk_owners is None else np.asarray(chunk_owners)[chunks]
+    return ids[owner == rank]
+
+
+def shard_chunk_owners(source: ShardSource, world_size: int) -> np.ndarray:
+    """Per feature-cache chunk, the rank owning the shard of its first id (shard ``s`` → rank
+    ``s % world_size``), so that a rank extracting the chunks it owns reads its own shards —
+    only its own when shard sizes are multiples of ``CHUNK_ROWS``."""
+    starts = np.arange(0, len(source), CHUNK_ROWS)
+    return (np.asarray(source.shards)[starts] % world_size).astype(np.int64)
 
 
 def fill_feature_cache(
@@ -96,6 +110,7 @@ def fill_feature_cache(
     dataset: Any,
     ids: Any = None,
     *,
+    chunk_owners: np.ndarray | None = None,
     group: Any = None,
 ) -> int:
     """Compute the features of ``dataset[ids]`` (default: every sample) into the strategy's
@@ -105,7 +120,7 @@ def fill_feature_cache(
     The owner of the first id creates the cache entry (one row), then every rank fills its
     chunks; when this returns on any rank, every rank has finished, so ``compute_features`` (and
     :func:`memstore.distributed.update`) then only read. Resumable: rows already cached are
-    not recomputed. A failure on any rank raises
+    not recomputed. ``chunk_owners`` as for :func:`owned_chunk_ids`. A failure on any rank raises
     :class:`~memstore.distributed.CollectiveError` on all. Cost: the extraction of
     ``len(ids) / world_size`` rows per rank, two small collectives.
     """
@@ -114,10 +129,8 @@ def fill_feature_cache(
     error, mine = None, np.empty(0, dtype=np.int64)
     try:
         if not isinstance(strategy, FeatureBasedExemplarsSelectionStrategy):
-            raise TypeError(
-                f"The 'strategy' parameter of {owner} must be a feature-based selection "
-                f"strategy. Got {type(strategy).__name__} instead."
-            )
+            what, got = "a feature-based selection strategy", type(strategy).__name__
+            raise param_error("strategy", owner, what, got, kind=TypeError)
         if strategy.feature_cache is None:
             raise ValueError(
                 f"The 'strategy' parameter of {owner} must have a feature_cache (a Store "
@@ -128,7 +141,7 @@ def fill_feature_cache(
             if ids is None
             else as_int_array(ids, "ids", owner)
         )
-        mine = owned_chunk_ids(every, rank, world)
+        mine = owned_chunk_ids(every, rank, world, chunk_owners)
         # the owner of the first id creates the entry (one row) before anyone else writes
         if every.size and mine.size and mine[0] == every.min():
             strategy.compute_features(dataset, mine[:1])

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from memstore._validation import check_sources_mapping, param_error
 from memstore.experiences import ExemplarSet, Experience
 from memstore.policies import (
     ClassBalancedBuffer,
@@ -74,20 +75,18 @@ def state_digest(state: Mapping[str, Any]) -> str:
 
 def _check_args(buffer: Any, experience: Any, sources: Any) -> None:
     if not isinstance(buffer, ExemplarsBuffer):
-        raise TypeError(
-            f"The 'buffer' parameter of {_OWNER} must be a memstore buffer. "
-            f"Got {type(buffer).__name__} instead."
+        raise param_error(
+            "buffer", _OWNER, "a memstore buffer", type(buffer).__name__, kind=TypeError
         )
     if not isinstance(experience, Experience):
-        raise TypeError(
-            f"The 'experience' parameter of {_OWNER} must be a memstore.Experience (the rows "
-            f"this rank holds). Got {type(experience).__name__} instead."
+        raise param_error(
+            "experience",
+            _OWNER,
+            "a memstore.Experience (the rows this rank holds)",
+            type(experience).__name__,
+            kind=TypeError,
         )
-    if sources is not None and not isinstance(sources, Mapping):
-        raise TypeError(
-            f"The 'sources' parameter of {_OWNER} must be a mapping of source names to "
-            f"datasets, or None. Got {type(sources).__name__} instead."
-        )
+    check_sources_mapping(sources, _OWNER)
 
 
 def _uses_hash(buffer: ExemplarsBuffer) -> bool:
