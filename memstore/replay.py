@@ -192,6 +192,13 @@ class GroupBalancedSampler(torch.utils.data.Sampler):
     Each draw picks a group uniformly, then an exemplar uniformly within it. Iteration ``e``
     draws from a stream derived from ``(seed, e)``, so a resumed run that calls
     :meth:`set_epoch` replays the same indices.
+
+    Under DDP (like ``DistributedSampler``), ``num_replicas`` ranks split one stream of
+    ``num_replicas * ceil(num_samples / num_replicas)`` draws: rank ``r`` takes draws
+    ``r, r + num_replicas, ...``, so at every step the ranks serve different draws and their
+    union is the single-process stream (same group balance). Defaults: the world size and
+    rank of an initialised ``torch.distributed``, else 1 and 0 (one process: the stream
+    above, unchanged). Every rank must use the same exemplars, seed and epoch.
     """
 
     def __init__(
@@ -200,6 +207,8 @@ class GroupBalancedSampler(torch.utils.data.Sampler):
         groupby: str = "class",
         num_samples: int | None = None,
         seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
     ) -> None:
         owner = "GroupBalancedSampler"
         ex = _as_exemplars(exemplars, owner)
@@ -210,6 +219,18 @@ class GroupBalancedSampler(torch.utils.data.Sampler):
             len(ex) if num_samples is None else num_samples, "num_samples", owner, minimum=0
         )
         self.seed = check_int(seed, "seed", owner, minimum=0)
+        running = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if num_replicas is None:
+            num_replicas = torch.distributed.get_world_size() if running else 1
+        if rank is None:
+            rank = torch.distributed.get_rank() if running else 0
+        self.num_replicas = check_int(num_replicas, "num_replicas", owner, minimum=1)
+        self.rank = check_int(rank, "rank", owner, minimum=0)
+        if self.rank >= self.num_replicas:
+            raise ValueError(
+                f"The 'rank' parameter of {owner} must be below num_replicas "
+                f"({self.num_replicas}). Got {self.rank} instead."
+            )
         self.epoch = 0
         self._order = np.argsort(keys, kind="stable")
         _, self._counts = np.unique(keys, return_counts=True)
@@ -219,7 +240,7 @@ class GroupBalancedSampler(torch.utils.data.Sampler):
         self.epoch = check_int(epoch, "epoch", "GroupBalancedSampler.set_epoch", minimum=0)
 
     def __len__(self) -> int:
-        return self.num_samples if self._counts.size else 0
+        return -(-self.num_samples // self.num_replicas) if self._counts.size else 0
 
     def __iter__(self) -> Iterator[int]:
         if not self._counts.size:
@@ -228,9 +249,11 @@ class GroupBalancedSampler(torch.utils.data.Sampler):
         mixed = np.random.SeedSequence([self.seed, self.epoch]).generate_state(1, np.uint64)[0]
         gen = torch.Generator().manual_seed(int(mixed) & (2**63 - 1))
         self.epoch += 1
-        groups = torch.randint(len(self._counts), (self.num_samples,), generator=gen).numpy()
-        offsets = torch.rand(self.num_samples, generator=gen, dtype=torch.float64).numpy()
+        total = len(self) * self.num_replicas
+        groups = torch.randint(len(self._counts), (total,), generator=gen).numpy()
+        offsets = torch.rand(total, generator=gen, dtype=torch.float64).numpy()
         within = np.minimum(
             (offsets * self._counts[groups]).astype(np.int64), self._counts[groups] - 1
         )
-        return iter(self._order[self._starts[groups] + within].tolist())
+        drawn = self._order[self._starts[groups] + within]
+        return iter(drawn[self.rank :: self.num_replicas].tolist())

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from memstore._validation import check_bool, check_int
+from memstore._validation import check_bool, check_choice, check_int
 from memstore.experiences import ExemplarSet
 
 from .base import ExemplarsBuffer, first_appearance_groups
-from .reservoir import ReservoirSamplingBuffer
+from .reservoir import DRAWS, ReservoirSamplingBuffer, with_draws
 
 __all__ = ["BalancedExemplarsBuffer", "ExperienceBalancedBuffer", "ClassBalancedBuffer"]
 
@@ -24,6 +24,7 @@ class BalancedExemplarsBuffer(ExemplarsBuffer):
 
     Adaptive (default): every group gets ``max_size // n`` and the first ``max_size % n``
     groups in ascending key order one more. Fixed: ``max_size // total_num_groups`` each.
+    ``draws`` is the reservoir groups' weight rule (see :mod:`memstore.policies.reservoir`).
     """
 
     _total_name = "total_num_groups"
@@ -34,9 +35,11 @@ class BalancedExemplarsBuffer(ExemplarsBuffer):
         adaptive_size: bool = True,
         total_num_groups: int | None = None,
         seed: int = 0,
+        draws: str = "torch",
     ) -> None:
         super().__init__(max_size, seed)
         owner = type(self).__name__
+        self.draws = check_choice(draws, "draws", owner, DRAWS)
         self.adaptive_size = check_bool(adaptive_size, "adaptive_size", owner)
         self.total_num_groups = check_int(
             total_num_groups, self._total_name, owner, minimum=1, allow_none=True
@@ -71,17 +74,19 @@ class BalancedExemplarsBuffer(ExemplarsBuffer):
         return [self._max_size // self.total_num_groups] * num_groups
 
     def params(self) -> dict[str, Any]:
-        return {
+        params = {
             "max_size": self._max_size,
             "adaptive_size": self.adaptive_size,
             self._total_name: self.total_num_groups,
             "seed": self.seed,
         }
+        return with_draws(params, self.draws)
 
     def _set_params(self, params: dict[str, Any]) -> None:
         super()._set_params(params)
         self.adaptive_size = bool(params.get("adaptive_size", self.adaptive_size))
         self.total_num_groups = params.get(self._total_name, self.total_num_groups)
+        self.draws = params.get("draws", "torch")
 
     def _group_sizes(self, keys: list[int]) -> list[int]:
         lengths = self._lengths_for(keys)
@@ -100,10 +105,13 @@ class BalancedExemplarsBuffer(ExemplarsBuffer):
         for key, group in self.buffer_groups.items():
             group.shrink_to(lengths[key])
 
+    def _new_group(self, size: int) -> ReservoirSamplingBuffer:
+        return ReservoirSamplingBuffer.make_group(size, self._generator, self.draws, self.seed)
+
     def _restore_groups(self, groups):
         self.buffer_groups = {}
         for key, size, rows, weights in groups:
-            group = ReservoirSamplingBuffer.make_group(size, self._generator)
+            group = self._new_group(size)
             if weights is None:
                 raise ValueError(f"a {type(self).__name__} state needs the 'weight' column")
             group.restore_rows(rows, weights)
@@ -121,8 +129,9 @@ class ExperienceBalancedBuffer(BalancedExemplarsBuffer, policy=True):
         adaptive_size: bool = True,
         num_experiences: int | None = None,
         seed: int = 0,
+        draws: str = "torch",
     ) -> None:
-        super().__init__(max_size, adaptive_size, num_experiences, seed)
+        super().__init__(max_size, adaptive_size, num_experiences, seed, draws)
 
     @property
     def num_experiences(self) -> int | None:
@@ -135,7 +144,7 @@ class ExperienceBalancedBuffer(BalancedExemplarsBuffer, policy=True):
                 "update a new Experience index."
             )
         lengths = self._lengths_for([*self.buffer_groups, index])
-        group = ReservoirSamplingBuffer.make_group(lengths[index], self._generator)
+        group = self._new_group(lengths[index])
         group.add(rows)
         self.buffer_groups[index] = group
         for key, g in self.buffer_groups.items():
@@ -143,7 +152,11 @@ class ExperienceBalancedBuffer(BalancedExemplarsBuffer, policy=True):
 
 
 class ClassBalancedBuffer(BalancedExemplarsBuffer, policy=True):
-    """One reservoir group per class seen so far."""
+    """One reservoir group per class seen so far.
+
+    New classes get their groups in first-appearance order (Avalanche), or in ascending class
+    order with ``draws="hash"``, so that the memory does not depend on the order of rows.
+    """
 
     _total_name = "total_num_classes"
 
@@ -153,8 +166,9 @@ class ClassBalancedBuffer(BalancedExemplarsBuffer, policy=True):
         adaptive_size: bool = True,
         total_num_classes: int | None = None,
         seed: int = 0,
+        draws: str = "torch",
     ) -> None:
-        super().__init__(max_size, adaptive_size, total_num_classes, seed)
+        super().__init__(max_size, adaptive_size, total_num_classes, seed, draws)
 
     @property
     def total_num_classes(self) -> int | None:
@@ -168,6 +182,8 @@ class ClassBalancedBuffer(BalancedExemplarsBuffer, policy=True):
         if len(rows) == 0:
             return
         by_class = first_appearance_groups(rows.targets)
+        if self.draws == "hash":  # a function of the set of rows: new classes by key
+            by_class.sort(key=lambda item: item[0])
         lengths = self._lengths_for(
             list(dict.fromkeys([*self.buffer_groups, *(c for c, _ in by_class)]))
         )
@@ -177,7 +193,7 @@ class ClassBalancedBuffer(BalancedExemplarsBuffer, policy=True):
                 group.add(rows.take(positions))
                 group.shrink_to(lengths[cls])
             else:
-                group = ReservoirSamplingBuffer.make_group(lengths[cls], self._generator)
+                group = self._new_group(lengths[cls])
                 group.add(rows.take(positions))
                 self.buffer_groups[cls] = group
         for key, group in self.buffer_groups.items():
