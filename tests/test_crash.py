@@ -145,6 +145,43 @@ def _round(server: Server, rng: random.Random, target: str, windows: dict) -> di
     return {"acks": acks, "died_in": phase, "starts": starts}
 
 
+def _refine_windows(windows: dict, durations: dict, order: tuple, starts: dict) -> None:
+    """Update the typical phase durations from one round's marker arrival times."""
+    for a, b in zip(order, order[1:], strict=False):
+        if a in starts and b in starts and starts[b] > starts[a]:
+            durations[a].append(starts[b] - starts[a])
+    for a in windows:
+        if len(durations[a]) >= 3:
+            windows[a] = statistics.median(durations[a][-10:])
+
+
+def _targets(server: Server, rng: random.Random, names: tuple, kills: int) -> list[str]:
+    """Once the server is ready: ``kills`` target phases, cycling through ``names``, shuffled."""
+    _, line = server.next(timeout=60)
+    assert line == "ready threads=1", line
+    targets = [names[i % len(names)] for i in range(kills)]
+    rng.shuffle(targets)
+    return targets
+
+
+def _check_after_kill(store_url, storage_options, where: str, last: int, expected: Expected):
+    """The store after a worker died in phase ``where`` (``last``: the newest commit known
+    to be published before): undamaged, its latest commit the previous or the next one as
+    the phase says, holding the expected state. Returns the store and the latest seq."""
+    store = open_store(store_url, storage_options=storage_options)
+    errors = [p for p in store.verify() if p.severity == "error"]
+    assert errors == [], f"killed in {where!r}: {errors}"
+    latest = store.log(NAME)[-1].seq if NAME in store else -1
+    want = {last + 1 if where in PUBLISHED else last}
+    if where in EITHER:
+        want = {last, last + 1}
+    assert latest in want, f"killed in {where!r}: latest {latest}, expected {want}"
+    if latest >= 0:
+        loaded = store.load(NAME)
+        assert state_checksum(loaded.state_dict()) == expected[latest], where
+    return store, latest
+
+
 def test_sigkill_during_commits_leaves_previous_or_next_commit(store_url, storage_options):
     rng = random.Random(1125)
     expected = Expected()
@@ -158,39 +195,20 @@ def test_sigkill_during_commits_leaves_previous_or_next_commit(store_url, storag
     check_time = 0.0
     server = Server(store_url, storage_options)
     try:
-        _, line = server.next(timeout=60)
-        assert line == "ready threads=1", line
-        targets = [TARGETS[i % len(TARGETS)] for i in range(KILLS)]
-        rng.shuffle(targets)
-        for target in targets:
+        for target in _targets(server, rng, TARGETS, KILLS):
             result = _round(server, rng, target, windows)
             for seq, digest in result["acks"]:
                 assert seq == last + 1, (seq, last)
                 assert digest == expected[seq], f"acknowledged commit {seq} has a wrong state"
                 last = seq
                 acked += 1
-            starts = result["starts"]
-            for a, b in zip(order, order[1:], strict=False):
-                if a in starts and b in starts and starts[b] > starts[a]:
-                    durations[a].append(starts[b] - starts[a])
-            for a in windows:
-                if len(durations[a]) >= 3:
-                    windows[a] = statistics.median(durations[a][-10:])
+            _refine_windows(windows, durations, order, result["starts"])
 
             t_check = time.monotonic()
             where = result["died_in"]
             died[where] += 1
-            store = open_store(store_url, storage_options=storage_options)
-            errors = [p for p in store.verify() if p.severity == "error"]
-            assert errors == [], f"killed in {where!r}: {errors}"
-            latest = store.log(NAME)[-1].seq if NAME in store else -1
-            want = {last + 1 if where in PUBLISHED else last}
-            if where in EITHER:
-                want = {last, last + 1}
-            assert latest in want, f"killed in {where!r}: latest {latest}, expected {want}"
+            store, latest = _check_after_kill(store_url, storage_options, where, last, expected)
             if latest >= 0:
-                loaded = store.load(NAME)
-                assert state_checksum(loaded.state_dict()) == expected[latest], where
                 assert store.next_experience(NAME) == latest + 1
             last = latest
             store.gc(keep=2, grace_seconds=3600)  # old commits only; debris stays
@@ -247,32 +265,16 @@ def test_sigkill_while_saving_run_state_keeps_memory_and_run_state_in_step(
     last = -1
     server = Server(store_url, storage_options, (str(RS_ROWS), str(RS_SIZE)))
     try:
-        _, line = server.next(timeout=60)
-        assert line == "ready threads=1", line
-        targets = [RS_TARGETS[i % len(RS_TARGETS)] for i in range(RS_KILLS)]
-        rng.shuffle(targets)
-        for target in targets:
+        for target in _targets(server, rng, RS_TARGETS, RS_KILLS):
             result = _round(server, rng, target, windows)
             for seq, digest in result["acks"]:
                 assert seq == last + 1 and digest == expected[seq], (seq, last)
                 last = seq
-            starts = result["starts"]
-            for a, b in zip(order, order[1:], strict=False):
-                if a in starts and b in starts and starts[b] > starts[a]:
-                    durations[a].append(starts[b] - starts[a])
-            for a in windows:
-                if len(durations[a]) >= 3:
-                    windows[a] = statistics.median(durations[a][-10:])
+            _refine_windows(windows, durations, order, result["starts"])
             where = result["died_in"]
             died[where] += 1
-            store = open_store(store_url, storage_options=storage_options)
-            errors = [p for p in store.verify() if p.severity == "error"]
-            assert errors == [], f"killed in {where!r}: {errors}"
-            latest = store.log(NAME)[-1].seq if NAME in store else -1
-            want = {last, last + 1} if where in EITHER else {last + (where in PUBLISHED)}
-            assert latest in want, f"killed in {where!r}: latest {latest}, expected {want}"
+            store, latest = _check_after_kill(store_url, storage_options, where, last, expected)
             if latest >= 0:
-                assert state_checksum(store.load(NAME).state_dict()) == expected[latest]
                 run = store.run_state(NAME)
                 assert run["step"] == latest, where
                 want_run = crash_run_state(latest, RS_SIZE)["model"]
