@@ -10,8 +10,10 @@ experience K+1 and dies with ``os._exit`` half-way through.
     python examples/resume_training.py --store runs/digits/memory.zarr --check
         # --check: also runs an uninterrupted copy in a temporary store and compares
 
-The model is not part of the memory: this script keeps ``model-<k>.pt`` beside the store,
-written *before* the memory commit of experience k, so a commit always has its weights.
+Each commit carries the run state with the memory, in one atomic step: the model's and the
+optimizer's ``state_dict`` (one SGD with momentum for the whole run), the global generators
+(``memstore.rng_state()``) and the experience counter. A resumed run restores all of them
+from ``store.run_state(...)`` (never unpickled), so memory and model can never be out of step.
 """
 
 from __future__ import annotations
@@ -40,16 +42,6 @@ import memstore  # noqa: E402
 BUFFER = "replay"
 
 
-def _model_path(store_path: str, k: int) -> str:
-    return os.path.join(os.path.dirname(os.path.abspath(store_path)), f"model-{k}.pt")
-
-
-def _save_model(model: torch.nn.Module, path: str) -> None:
-    tmp = f"{path}.tmp"
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)
-
-
 def run(
     store_path: str, policy: str, memory: int, epochs: int, seed: int, stop_after: int | None = None
 ) -> dict:
@@ -57,9 +49,14 @@ def run(
     split = make_experiences(seed)
     store = memstore.open_store(store_path)
     model = make_model(seed)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     start = store.next_experience(BUFFER)
     if start > 0:
-        model.load_state_dict(torch.load(_model_path(store_path, start - 1)))
+        state = store.run_state(BUFFER)  # the same commit as the memory loaded below
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        memstore.set_rng_state(state["rng"])
+        assert state["experience"] == start - 1
         strategy = (
             memstore.HerdingSelectionStrategy(model, HIDDEN_LAYER)
             if policy == "parametric-herding"
@@ -77,16 +74,29 @@ def run(
             memstore.ReplayDataset(buffer.buffer, {SOURCE: split.train}) if len(buffer) else None
         )
         if stop_after is not None and k == stop_after + 1:
-            train_experience(model, split.train_experiences[k], replay, epochs=1, seed=seed + k)
+            train_experience(
+                model, split.train_experiences[k], replay, 1, seed + k, optimizer=optimizer
+            )
             print(f"simulated crash while training experience {k}", flush=True)
             os._exit(3)
-        train_experience(model, split.train_experiences[k], replay, epochs=epochs, seed=seed + k)
+        train_experience(
+            model, split.train_experiences[k], replay, epochs, seed + k, optimizer=optimizer
+        )
         buffer.update(
             memstore.Experience.from_dataset(split.train_experiences[k], source=SOURCE, index=k)
         )
-        _save_model(model, _model_path(store_path, k))
+        run_state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": memstore.rng_state(),
+            "experience": k,
+        }
         commit = store.save(
-            BUFFER, buffer, message=f"after experience {k}", sources={SOURCE: split.train}
+            BUFFER,
+            buffer,
+            message=f"after experience {k}",
+            sources={SOURCE: split.train},
+            run_state=run_state,
         )
         print(f"experience {k}: memory {len(buffer)} exemplars, commit {commit.seq}")
     accuracy = evaluate(model, split.test, range(10))

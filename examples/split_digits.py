@@ -122,15 +122,18 @@ def train_experience(
     seed: int = 0,
     batch_size: int = 32,
     lr: float = 0.05,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> float:
     """Train on ``dataset``; with ``replay``, every mini-batch also gets ``batch_size``
     exemplars drawn class-balanced (``memstore.GroupBalancedSampler``) from it.
 
     ``replay`` is a ``memstore.ReplayDataset`` (items ``(x, y, task)``). Shuffling and replay
     draws come from generators seeded by ``seed`` and the epoch, so a run is reproducible.
-    Returns the mean loss of the last epoch.
+    ``optimizer`` (default: a fresh SGD with momentum per call) may carry its state across
+    experiences. Returns the mean loss of the last epoch.
     """
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    if optimizer is None:
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     loss_fn = torch.nn.CrossEntropyLoss()
     model.train()
     last = 0.0

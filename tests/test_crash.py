@@ -24,8 +24,17 @@ import threading
 import time
 from collections import Counter, defaultdict
 
+import torch
+
 from memstore import open_store
-from memstore.testing.store_child import CHILD, child_env, crash_buffer, crash_step, state_checksum
+from memstore.testing.store_child import (
+    CHILD,
+    child_env,
+    crash_buffer,
+    crash_run_state,
+    crash_step,
+    state_checksum,
+)
 
 NAME = "mem"
 ROWS = 60_000  # a save writes 60k rows x 6 columns: ~50-150 ms with its fsyncs
@@ -43,13 +52,14 @@ EITHER = {"prelink"}
 class Expected:
     """Checksums of the states the deterministic stream produces, computed on demand."""
 
-    def __init__(self) -> None:
-        self.buf = crash_buffer(ROWS)
+    def __init__(self, rows: int = ROWS) -> None:
+        self.rows = rows
+        self.buf = crash_buffer(rows)
         self.digests: list[str] = []
 
     def __getitem__(self, seq: int) -> str:
         while len(self.digests) <= seq:
-            crash_step(self.buf, len(self.digests), ROWS)
+            crash_step(self.buf, len(self.digests), self.rows)
             self.digests.append(state_checksum(self.buf.state_dict()))
         return self.digests[seq]
 
@@ -57,9 +67,9 @@ class Expected:
 class Server:
     """The forking server, with a thread turning its stdout into (time, line) events."""
 
-    def __init__(self, url: str, options: dict | None) -> None:
+    def __init__(self, url: str, options: dict | None, args: tuple = (str(ROWS),)) -> None:
         self.proc = subprocess.Popen(
-            [*CHILD, "crash-server", url, NAME, str(ROWS)],
+            [*CHILD, "crash-server", url, NAME, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -135,6 +145,43 @@ def _round(server: Server, rng: random.Random, target: str, windows: dict) -> di
     return {"acks": acks, "died_in": phase, "starts": starts}
 
 
+def _refine_windows(windows: dict, durations: dict, order: tuple, starts: dict) -> None:
+    """Update the typical phase durations from one round's marker arrival times."""
+    for a, b in zip(order, order[1:], strict=False):
+        if a in starts and b in starts and starts[b] > starts[a]:
+            durations[a].append(starts[b] - starts[a])
+    for a in windows:
+        if len(durations[a]) >= 3:
+            windows[a] = statistics.median(durations[a][-10:])
+
+
+def _targets(server: Server, rng: random.Random, names: tuple, kills: int) -> list[str]:
+    """Once the server is ready: ``kills`` target phases, cycling through ``names``, shuffled."""
+    _, line = server.next(timeout=600)
+    assert line == "ready threads=1", line
+    targets = [names[i % len(names)] for i in range(kills)]
+    rng.shuffle(targets)
+    return targets
+
+
+def _check_after_kill(store_url, storage_options, where: str, last: int, expected: Expected):
+    """The store after a worker died in phase ``where`` (``last``: the newest commit known
+    to be published before): undamaged, its latest commit the previous or the next one as
+    the phase says, holding the expected state. Returns the store and the latest seq."""
+    store = open_store(store_url, storage_options=storage_options)
+    errors = [p for p in store.verify() if p.severity == "error"]
+    assert errors == [], f"killed in {where!r}: {errors}"
+    latest = store.log(NAME)[-1].seq if NAME in store else -1
+    want = {last + 1 if where in PUBLISHED else last}
+    if where in EITHER:
+        want = {last, last + 1}
+    assert latest in want, f"killed in {where!r}: latest {latest}, expected {want}"
+    if latest >= 0:
+        loaded = store.load(NAME)
+        assert state_checksum(loaded.state_dict()) == expected[latest], where
+    return store, latest
+
+
 def test_sigkill_during_commits_leaves_previous_or_next_commit(store_url, storage_options):
     rng = random.Random(1125)
     expected = Expected()
@@ -148,39 +195,20 @@ def test_sigkill_during_commits_leaves_previous_or_next_commit(store_url, storag
     check_time = 0.0
     server = Server(store_url, storage_options)
     try:
-        _, line = server.next(timeout=600)
-        assert line == "ready threads=1", line
-        targets = [TARGETS[i % len(TARGETS)] for i in range(KILLS)]
-        rng.shuffle(targets)
-        for target in targets:
+        for target in _targets(server, rng, TARGETS, KILLS):
             result = _round(server, rng, target, windows)
             for seq, digest in result["acks"]:
                 assert seq == last + 1, (seq, last)
                 assert digest == expected[seq], f"acknowledged commit {seq} has a wrong state"
                 last = seq
                 acked += 1
-            starts = result["starts"]
-            for a, b in zip(order, order[1:], strict=False):
-                if a in starts and b in starts and starts[b] > starts[a]:
-                    durations[a].append(starts[b] - starts[a])
-            for a in windows:
-                if len(durations[a]) >= 3:
-                    windows[a] = statistics.median(durations[a][-10:])
+            _refine_windows(windows, durations, order, result["starts"])
 
             t_check = time.monotonic()
             where = result["died_in"]
             died[where] += 1
-            store = open_store(store_url, storage_options=storage_options)
-            errors = [p for p in store.verify() if p.severity == "error"]
-            assert errors == [], f"killed in {where!r}: {errors}"
-            latest = store.log(NAME)[-1].seq if NAME in store else -1
-            want = {last + 1 if where in PUBLISHED else last}
-            if where in EITHER:
-                want = {last, last + 1}
-            assert latest in want, f"killed in {where!r}: latest {latest}, expected {want}"
+            store, latest = _check_after_kill(store_url, storage_options, where, last, expected)
             if latest >= 0:
-                loaded = store.load(NAME)
-                assert state_checksum(loaded.state_dict()) == expected[latest], where
                 assert store.next_experience(NAME) == latest + 1
             last = latest
             store.gc(keep=2, grace_seconds=3600)  # old commits only; debris stays
@@ -213,3 +241,54 @@ def test_sigkill_during_commits_leaves_previous_or_next_commit(store_url, storag
         assert json.load(f)["seq"] <= last
     snapshots = sorted(n for n in os.listdir(os.path.join(base, "snapshots")) if n != "zarr.json")
     assert [s.split("-")[0] for s in snapshots] == [f"{last - 1:010d}", f"{last:010d}"]
+
+
+# -- memory and run state in one commit -------------------------------------------------------
+
+RS_ROWS = 4_000  # a small memory ...
+RS_SIZE = 1 << 18  # ... and a 2 MB run state (1 MB frozen, shared; 1 MB that encodes the step)
+RS_KILLS = 30
+RS_TARGETS = ("write", "runstate", "fsync", "publish", "prelink", "random")
+
+
+def test_sigkill_while_saving_run_state_keeps_memory_and_run_state_in_step(
+    store_url, storage_options
+):
+    """After every kill the newest commit's memory and run state belong to the same step."""
+    rng = random.Random(2024)
+    expected = Expected(RS_ROWS)
+    windows = {"write": 0.01, "runstate": 0.01, "fsync": 0.02, "publish": 0.003}
+    windows.update(prelink=0.004, linked=0.004)
+    order = ("write", "runstate", "fsync", "publish", "prelink", "linked", "saved")
+    durations = defaultdict(list)
+    died = Counter()
+    last = -1
+    server = Server(store_url, storage_options, (str(RS_ROWS), str(RS_SIZE)))
+    try:
+        for target in _targets(server, rng, RS_TARGETS, RS_KILLS):
+            result = _round(server, rng, target, windows)
+            for seq, digest in result["acks"]:
+                assert seq == last + 1 and digest == expected[seq], (seq, last)
+                last = seq
+            _refine_windows(windows, durations, order, result["starts"])
+            where = result["died_in"]
+            died[where] += 1
+            store, latest = _check_after_kill(store_url, storage_options, where, last, expected)
+            if latest >= 0:
+                run = store.run_state(NAME)
+                assert run["step"] == latest, where
+                want_run = crash_run_state(latest, RS_SIZE)["model"]
+                for key, tensor in want_run.items():
+                    assert torch.equal(run["model"][key], tensor), (where, key)
+            last = latest
+            store.gc(keep=2, grace_seconds=3600)  # prunes old commits: shared tensors stay
+    finally:
+        server.close()
+    print(f"run-state kills by phase: {dict(died)}; windows {windows}; last {last}")
+    assert sum(died.values()) == RS_KILLS
+    assert died["runstate"] >= 2 and died["write"] >= 2, died
+    assert died["publish"] + died["prelink"] + died["linked"] >= 2, died
+    store = open_store(store_url, storage_options=storage_options)
+    store.gc(keep=2, grace_seconds=0)
+    assert store.verify() == []
+    assert store.run_state(NAME)["step"] == last

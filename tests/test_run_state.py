@@ -337,3 +337,18 @@ def test_store_source_never_unpickles():
                 ):
                     found.append(where)
     assert found == []
+
+
+def test_round_trip_and_sharing_on_an_fsspec_store(buf):
+    """The same through the fsspec file layer (ranged reads), on fsspec's memory filesystem."""
+    import uuid
+
+    store = open_store(f"memory://run-state-{uuid.uuid4().hex[:8]}", single_writer=True)
+    store.save(NAME, buf, run_state=frozen(0.0))
+    store.save(NAME, buf, run_state=frozen(1.0))
+    assert store.describe(NAME)["run_state"]["refs"] == [
+        f"snapshots/{0:010d}-{store.log(NAME)[0].id}"
+    ]
+    same(store.run_state(NAME), frozen(1.0))
+    same(store.run_state(NAME, commit=0), frozen(0.0))
+    assert store.verify() == []

@@ -6,6 +6,12 @@ Each class keeps Avalanche 0.6.0's name and constructor arguments, plus keyword-
 ``buffer``, ``buffer_groups``, ``buffer_datasets``, ``get_group_lengths``). The memory itself
 is a core memstore buffer (``.memory``) holding root ids and metadata only.
 
+Run state: with ``run_state=True`` (and ``store=``/``name=``) every commit also carries the
+training state of the strategy the update came from — ``strategy.model`` and
+``strategy.optimizer`` ``state_dict``s and :func:`memstore.rng_state` — in the same atomic
+commit as the memory; ``run_state=callable`` commits ``callable(strategy)`` instead.
+:meth:`ExemplarsBuffer.restore_run_state` puts it back into a rebuilt strategy.
+
 Randomness: Avalanche draws from torch's global generator (which training also uses); the
 drop-in draws from its own generator seeded with ``seed`` (default 0), so it holds what
 Avalanche holds when Avalanche's draws are isolated on ``torch.manual_seed(seed)``, and
@@ -21,6 +27,7 @@ import numpy as np
 from memstore import policies as core
 from memstore.errors import MemstoreError, MissingSourceError
 from memstore.experiences import ExemplarSet, Experience
+from memstore.rng import rng_state, set_rng_state
 from memstore.selection import FeatureBasedExemplarsSelectionStrategy
 from memstore.store import Store, open_store
 
@@ -34,7 +41,18 @@ __all__ = [
     "ClassBalancedBuffer",
     "ParametricBuffer",
     "MultipleRootsError",
+    "training_state",
 ]
+
+
+def training_state(strategy: Any) -> dict[str, Any]:
+    """What ``run_state=True`` commits: the strategy's model and optimizer ``state_dict`` and
+    the global generators (python, numpy, torch)."""
+    return {
+        "model": strategy.model.state_dict(),
+        "optimizer": strategy.optimizer.state_dict(),
+        "rng": rng_state(),
+    }
 
 
 class MultipleRootsError(MemstoreError, ValueError):
@@ -68,14 +86,36 @@ class ExemplarsBuffer:
             committed there, and a policy built on a store already holding ``name``
             continues from its latest commit (refusing different parameters).
         name: the buffer's name in the store.
+        run_state: ``True`` to commit :func:`training_state` of the updating strategy with
+            every update (model, optimizer, generators), or a callable ``strategy ->
+            mapping`` committing what it returns (default ``False``: the memory only).
+            Needs ``store`` and ``name``.
     """
 
-    def __init__(self, memory: core.ExemplarsBuffer, *, store: Any = None, name: Any = None):
+    def __init__(
+        self,
+        memory: core.ExemplarsBuffer,
+        *,
+        store: Any = None,
+        name: Any = None,
+        run_state: Any = False,
+    ):
         if (store is None) != (name is None):
             raise ValueError(
                 f"The 'store' and 'name' parameters of {type(self).__name__} go together. "
                 f"Got store={store!r} and name={name!r} instead. Pass both, or neither."
             )
+        if not (isinstance(run_state, bool) or callable(run_state)):
+            raise TypeError(
+                f"The 'run_state' parameter of {type(self).__name__} must be a bool or a "
+                f"callable (strategy -> mapping). Got {run_state!r} instead."
+            )
+        if run_state is not False and store is None:
+            raise ValueError(
+                f"The 'run_state' parameter of {type(self).__name__} needs store= and name=: "
+                "the run state is committed with the memory."
+            )
+        self.save_run_state = run_state
         if store is not None and not isinstance(store, Store):
             store = open_store(store)
         self.memory = memory
@@ -102,14 +142,42 @@ class ExemplarsBuffer:
         self.memory = loaded  # load -> update -> save: the loaded buffer is the memory
         self.commit = self.store.log(self.name)[-1].seq
 
-    def _commit(self) -> None:
+    def _commit(self, strategy: Any = None) -> None:
         if self.store is None:
             return
+        run = None
+        if self.save_run_state is not False and strategy is not None:
+            make = training_state if self.save_run_state is True else self.save_run_state
+            run = make(strategy)
         message, parent = "avalanche update", self._supersedes
         if parent is not None:
             message += f" (resumed from commit {self.commit}; supersedes up to {parent})"
-        commit = self.store.save(self.name, self.memory, message=message, parent=parent)
+        commit = self.store.save(
+            self.name, self.memory, message=message, parent=parent, run_state=run
+        )
         self.commit, self._supersedes = commit.seq, None
+
+    def restore_run_state(self, strategy: Any = None) -> dict[str, Any]:
+        """The run state of the commit this memory comes from (``{}`` if none); with
+        ``strategy``, also loads its ``"model"`` / ``"optimizer"`` entries into
+        ``strategy.model`` / ``strategy.optimizer`` and restores the generators (``"rng"``),
+        so a rebuilt run continues exactly. Call it before training the next experience."""
+        if self.store is None or self.commit is None:
+            return {}
+        state = self.store.run_state(self.name, commit=self.commit)
+        if strategy is not None:
+            if "model" in state:
+                strategy.model.load_state_dict(state["model"])
+            if "optimizer" in state:
+                strategy.optimizer.load_state_dict(state["optimizer"])
+                # Avalanche 0.6 resets the optimizer's state the first time a strategy
+                # object trains (check_model_and_optimizer, while optimized_param_id is
+                # None); the restored state is that of a strategy that trained already, so
+                # record the (name -> parameter) map that first call would have made.
+                strategy.optimized_param_id = dict(strategy.model.named_parameters())
+            if "rng" in state:
+                set_rng_state(state["rng"])
+        return state
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -156,11 +224,11 @@ class ExemplarsBuffer:
             strategy.device = str(agent.device)
             strategy.batch_size = int(agent.eval_mb_size)
         self.memory.update(experience, sources=self._readers())
-        self._commit()
+        self._commit(agent)
 
     def resize(self, strategy: Any, new_size: int) -> None:
         self.memory.resize(new_size, sources=self._readers())
-        self._commit()
+        self._commit(strategy)
 
     @property
     def buffer(self) -> Any:
@@ -233,8 +301,17 @@ def _comparable(params: dict[str, Any]) -> dict[str, Any]:
 class ReservoirSamplingBuffer(ExemplarsBuffer):
     """Avalanche's ``ReservoirSamplingBuffer(max_size)``."""
 
-    def __init__(self, max_size: int, *, seed: int = 0, store: Any = None, name: Any = None):
-        super().__init__(core.ReservoirSamplingBuffer(max_size, seed=seed), store=store, name=name)
+    def __init__(
+        self,
+        max_size: int,
+        *,
+        seed: int = 0,
+        store: Any = None,
+        name: Any = None,
+        run_state: Any = False,
+    ):
+        memory = core.ReservoirSamplingBuffer(max_size, seed=seed)
+        super().__init__(memory, store=store, name=name, run_state=run_state)
 
 
 class BalancedExemplarsBuffer(ExemplarsBuffer):
@@ -264,9 +341,10 @@ class ExperienceBalancedBuffer(BalancedExemplarsBuffer):
         seed: int = 0,
         store: Any = None,
         name: Any = None,
+        run_state: Any = False,
     ):
         memory = core.ExperienceBalancedBuffer(max_size, adaptive_size, num_experiences, seed)
-        super().__init__(memory, store=store, name=name)
+        super().__init__(memory, store=store, name=name, run_state=run_state)
 
 
 class ClassBalancedBuffer(BalancedExemplarsBuffer):
@@ -281,9 +359,10 @@ class ClassBalancedBuffer(BalancedExemplarsBuffer):
         seed: int = 0,
         store: Any = None,
         name: Any = None,
+        run_state: Any = False,
     ):
         memory = core.ClassBalancedBuffer(max_size, adaptive_size, total_num_classes, seed)
-        super().__init__(memory, store=store, name=name)
+        super().__init__(memory, store=store, name=name, run_state=run_state)
 
     @property
     def seen_classes(self) -> set[int]:
@@ -302,9 +381,10 @@ class ParametricBuffer(BalancedExemplarsBuffer):
         seed: int = 0,
         store: Any = None,
         name: Any = None,
+        run_state: Any = False,
     ):
         memory = core.ParametricBuffer(max_size, groupby, selection_strategy, seed)
-        super().__init__(memory, store=store, name=name)
+        super().__init__(memory, store=store, name=name, run_state=run_state)
 
     @property
     def groupby(self) -> str | None:

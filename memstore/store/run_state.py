@@ -12,7 +12,6 @@ snapshots it reads (``refs``), which gc keeps. Layout: ``FORMAT.md``, "Run state
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -69,10 +68,6 @@ def refs_of(parsed: Mapping[str, Any]) -> list[str]:
     """The older snapshots (refs) a parsed manifest's run state reads tensors from."""
     field = parsed.get(FIELD)
     return list(field["refs"]) if isinstance(field, Mapping) else []
-
-
-def _checksum(raw: bytes) -> str:
-    return "blake2b:" + hashlib.blake2b(raw, digest_size=16).hexdigest()
 
 
 class RunStates:
@@ -144,7 +139,7 @@ class RunStates:
         )
         refs = sorted({e["file"] for e in entries} - {snapshot})
         return {
-            "structure": _checksum(raw),
+            "structure": digest(raw),
             "refs": refs,
             "leaves": len(entries),
             "bytes": int(sum(leaf.data.nbytes for leaf in run.leaves)),
@@ -170,7 +165,7 @@ class RunStates:
             ) from err
         except OSError as err:
             raise access_error(err, self.conn.url, f"read {path}") from err
-        if _checksum(raw) != parsed[FIELD]["structure"]:
+        if digest(raw) != parsed[FIELD]["structure"]:
             raise CorruptStoreError(
                 f"{where}: content does not match the manifest's checksum (damaged or "
                 "modified after commit)."

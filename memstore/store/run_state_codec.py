@@ -70,7 +70,8 @@ class Leaf:
 
 
 def digest(data: np.ndarray) -> str:
-    """``"blake2b:<32 hex>"`` of a flat uint8 array (the store's checksum, no copy)."""
+    """``"blake2b:<32 hex>"`` of bytes or a flat uint8 array (the store's checksum, BLAKE2b
+    with a 16-byte digest; hashed in place, no copy)."""
     return "blake2b:" + hashlib.blake2b(data, digest_size=16).hexdigest()
 
 

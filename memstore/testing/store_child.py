@@ -19,9 +19,11 @@ command line):
   ``error ...`` on any failure, then ``runs N``.
 * ``reader URL NAME`` — loads the newest commit in a loop until stdin closes; prints
   ``seen SEQ CHECKSUM`` per load and ``error ...`` on any failure.
-* ``crash-server URL NAME ROWS`` — imports everything once, then forks a fresh save-loop
-  worker per ``run`` line on stdin (so each SIGKILL costs a fork, not a 2 s interpreter start);
-  the worker prints phase markers and ``ack SEQ CHECKSUM`` after each save returns.
+* ``crash-server URL NAME ROWS [RUN_STATE_SIZE]`` — imports everything once, then forks a
+  fresh save-loop worker per ``run`` line on stdin (so each SIGKILL costs a fork, not a 2 s
+  interpreter start); the worker prints phase markers and ``ack SEQ CHECKSUM`` after each
+  save returns. With ``RUN_STATE_SIZE`` each commit also carries
+  :func:`crash_run_state` of its step (phase marker ``runstate`` while it is written).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ __all__ = [
     "state_checksum",
     "crash_buffer",
     "crash_step",
+    "crash_run_state",
     "child_env",
     "add_rows",
     "main",
@@ -201,6 +204,18 @@ def crash_step(buf: ReservoirSamplingBuffer, step: int, rows: int) -> None:
     buf.update(Experience(targets=(ids * 7919) % 10, ids=ids, source="s", index=step))
 
 
+def crash_run_state(step: int, size: int) -> dict[str, Any]:
+    """The run state committed with step ``step``: a frozen tensor every commit shares (the
+    store writes it once) and one that encodes the step, ``size`` float32 values each."""
+    return {
+        "step": step,
+        "model": {
+            "frozen": torch.arange(size, dtype=torch.float32),
+            "head": torch.full((size,), float(step)),
+        },
+    }
+
+
 def _emit(text: str) -> None:
     os.write(1, (text + "\n").encode())  # one write: lines of concurrent processes never mix
 
@@ -222,6 +237,9 @@ def _instrument(store: memstore.Store) -> None:
         return wrapper
 
     snapshots_mod.write_arrays = marked("write", snapshots_mod.write_arrays)
+    import memstore.store.run_state as run_state_mod
+
+    run_state_mod.RunStates.write = marked("runstate", run_state_mod.RunStates.write)
     store.files.sync_tree = marked("fsync", store.files.sync_tree)
     store.files.create_if_absent = marked("publish", store.files.create_if_absent)
     real_link = os.link
@@ -241,7 +259,7 @@ def _instrument(store: memstore.Store) -> None:
     files_mod.os = OsWithSlowLink()
 
 
-def crash_worker(url: str, name: str, rows: int) -> None:
+def crash_worker(url: str, name: str, rows: int, run_state_size: int = 0) -> None:
     random.seed(os.getpid())
     store = open_store(url)
     _instrument(store)
@@ -252,13 +270,14 @@ def crash_worker(url: str, name: str, rows: int) -> None:
         _emit("phase update")
         crash_step(buf, step, rows)
         digest = state_checksum(buf.state_dict())
-        commit = store.save(name, buf, message=f"step {step}")
+        run = crash_run_state(step, run_state_size) if run_state_size else None
+        commit = store.save(name, buf, message=f"step {step}", run_state=run)
         _emit("phase saved")
         _emit(f"ack {commit.seq} {digest}")
         step += 1
 
 
-def crash_server(url: str, name: str, rows: int) -> None:
+def crash_server(url: str, name: str, rows: int, run_state_size: int = 0) -> None:
     import zarr.storage  # noqa: F401  (imported once here, not in every worker)
 
     # Forking is only safe while this process has a single thread.
@@ -271,7 +290,7 @@ def crash_server(url: str, name: str, rows: int) -> None:
             code = 0
             _emit(f"worker {os.getpid()}")
             try:
-                crash_worker(url, name, rows)
+                crash_worker(url, name, rows, run_state_size)
             except BaseException as err:  # report, never fall back into the server loop
                 _emit(f"error {type(err).__name__}: {err}")
                 code = 3
@@ -419,7 +438,7 @@ def main(argv: list[str]) -> None:
     elif mode == "reader":
         reader(url, argv[2])
     elif mode == "crash-server":
-        crash_server(url, argv[2], int(argv[3]))
+        crash_server(url, argv[2], int(argv[3]), int(argv[4]) if len(argv) > 4 else 0)
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 
