@@ -5,8 +5,8 @@ from the shared memory (``GroupBalancedSampler`` splits one class-balanced strea
 ranks). After each experience the ranks update the memory together
 (``memstore.distributed.update``: only ids and labels cross the wire; ``draws="hash"`` makes
 the memory independent of how rows are split) and rank 0 commits it
-(``memstore.distributed.save``: every rank gets the same Commit). Rank 0 writes the model's
-weights beside the store *before* the commit, so a commit always has its weights.
+(``memstore.distributed.save``: every rank gets the same Commit), with the model's weights as
+the commit's run state: memory and weights are published together or not at all.
 
 Kill it and run it again: it resumes from the last commit. ``--stop-after K`` simulates the
 crash: after committing experience K, rank 1 dies (``os._exit``) half-way through training
@@ -41,10 +41,6 @@ from memstore import distributed as mdist  # noqa: E402
 from memstore.distributed.update import state_digest  # noqa: E402
 
 BUFFER, WORLD, BATCH = "replay", 2, 32
-
-
-def _model_path(store_path: str, k: int) -> str:
-    return os.path.join(os.path.dirname(os.path.abspath(store_path)), f"ddp-model-{k}.pt")
 
 
 def train(model, dataset, replay, rank: int, epochs: int, seed: int, die: bool) -> None:
@@ -98,8 +94,8 @@ def _run_rank(rank: int, port: int, args: dict) -> None:
     store = memstore.open_store(args["store"])
     start = store.next_experience(BUFFER)
     model = make_model(args["seed"])
-    if start:  # resume: the weights committed with experience start - 1, and the memory
-        model.load_state_dict(torch.load(_model_path(args["store"], start - 1)))
+    if start:  # resume: the memory and the weights committed with it (experience start - 1)
+        model.load_state_dict(store.run_state(BUFFER)["model"])
         buf = store.load(BUFFER)
     else:
         buf = memstore.ClassBalancedBuffer(args["memory"], seed=args["seed"], draws="hash")
@@ -117,11 +113,9 @@ def _run_rank(rank: int, port: int, args: dict) -> None:
             index=k,
         )
         mdist.update(buf, mine)
-        if rank == 0:
-            path = _model_path(args["store"], k)
-            torch.save(model.state_dict(), f"{path}.tmp")
-            os.replace(f"{path}.tmp", path)
-        commit = mdist.save(store, BUFFER, buf, f"after experience {k}")
+        # DDP keeps the replicas equal; rank 0's copy is the one committed.
+        run = {"model": model.state_dict(), "experience": k} if rank == 0 else None
+        commit = mdist.save(store, BUFFER, buf, f"after experience {k}", run_state=run)
         if rank == 0:
             seen = [c for ks in split.classes[: k + 1] for c in ks]
             acc = evaluate(model, split.test, seen)

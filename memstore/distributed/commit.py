@@ -31,11 +31,12 @@ def save(
     """Commit ``buffer`` once (on rank ``src``, default 0) for all ranks; a collective.
 
     Every rank first checks it holds the same buffer (state digest); ``src`` runs
-    :meth:`memstore.Store.save` (``options``: ``parent=``, ``overwrite=``) and broadcasts the
-    outcome: every rank returns the same :class:`~memstore.Commit` and gets the same
-    ``buffer.origin``, or every rank raises :class:`~memstore.distributed.CollectiveError`
-    naming the failure (the store then stays at its last commit). Cost: one digest of the
-    state per rank, two small collectives, one commit.
+    :meth:`memstore.Store.save` (``options``: ``run_state=``, ``parent=``, ``overwrite=``;
+    only rank ``src``'s ``run_state`` is written) and broadcasts the outcome: every rank
+    returns the same :class:`~memstore.Commit` and gets the same ``buffer.origin``, or every
+    rank raises :class:`~memstore.distributed.CollectiveError` naming the failure (the store
+    then stays at its last commit). Cost: one digest of the state per rank, two small
+    collectives, one commit.
     """
     rank, _ = rank_and_size(group, _OWNER)
     error, digest = None, None
