@@ -2,7 +2,8 @@
 
 One process group per world size (spawning costs seconds); inside it, every policy × split is
 built collectively and each rank writes the digest of its final state, which must equal the
-single-process build of the union in canonical (ascending id) order.
+single-process build of the union in canonical (ascending id) order — also with payload
+columns (float32 logits [n, 3] and a bool [n] column) travelling with their rows.
 """
 
 from __future__ import annotations
@@ -59,15 +60,37 @@ POLICIES = {
 }
 
 
+#: policies built with a payload too: both reservoir draws, class-balanced hash, the
+#: ParametricBuffer paths (random: rows gathered whole; herding: features to owners).
+PAYLOAD_POLICIES = (
+    "reservoir-hash",
+    "reservoir-torch",
+    "class-hash",
+    "random-class",
+    "herding-class",
+)
+
+
+def payload_of(ids: np.ndarray) -> dict[str, np.ndarray]:
+    """Exact in float32 and distinct per id, so a row that lost its payload shows."""
+    logits = np.stack([ids, -0.5 * ids, 0.25 * ids + 1], axis=1).astype(np.float32)
+    return {"logits": logits, "seen": ids % 3 == 0}
+
+
 def stream() -> list[np.ndarray]:
     """Three experiences of ids (in a scrambled order), the last one small."""
     perm = np.random.default_rng(0).permutation(N)
     return [perm[:100], perm[100:210], perm[210:]]
 
 
-def experience(ids: np.ndarray, k: int) -> memstore.Experience:
+def experience(ids: np.ndarray, k: int, payload: dict | None = None) -> memstore.Experience:
     return memstore.Experience(
-        targets=Y[ids], ids=ids, source=SOURCE, index=k, source_data=memstore.ArraySource(X, Y)
+        targets=Y[ids],
+        ids=ids,
+        source=SOURCE,
+        index=k,
+        source_data=memstore.ArraySource(X, Y),
+        payload=payload,
     )
 
 
@@ -77,10 +100,11 @@ def split(ids: np.ndarray, how: str, rank: int, world: int) -> np.ndarray:
     return np.array_split(ids, world)[rank]
 
 
-def single_process(name: str):
+def single_process(name: str, payload: bool = False):
     buf = POLICIES[name]()
     for k, ids in enumerate(stream()):
-        buf.update(experience(np.sort(ids), k))
+        ids = np.sort(ids)
+        buf.update(experience(ids, k, payload_of(ids) if payload else None))
     return buf
 
 
@@ -117,6 +141,10 @@ def _build_worker(rank: int, world: int, port: int, out: str, targets: list) -> 
                     mdist.update(buf, experience(split(ids, how, rank, size), k), group=group)
                 digests[f"{name}/{how}"] = state_digest(buf.state_dict())
         Path(out, f"world{size}-rank{rank}.json").write_text(json.dumps(digests))
+        Path(out, f"payload-world{size}-rank{rank}.json").write_text(
+            json.dumps(_payload_builds(rank, size, group))
+        )
+    Path(out, f"payload-refusals-rank{rank}.json").write_text(json.dumps(_payload_refusals(rank)))
     Path(out, f"commits-rank{rank}.json").write_text(json.dumps(_commit_checks(rank, out)))
     pair = dist.new_group([0, 1])
     if rank < 2:
@@ -125,6 +153,44 @@ def _build_worker(rank: int, world: int, port: int, out: str, targets: list) -> 
     dist.barrier()
     dist.destroy_process_group()
     os._exit(0)  # skip interpreter teardown (s3fs's event loop thread makes it slow)
+
+
+def _payload_builds(rank: int, size: int, group) -> dict:
+    """Each payload policy × split: the final state's digest and ``ExemplarSet.equals`` (which
+    compares payload) against this rank's own single-process build of the union."""
+    report = {}
+    for name in PAYLOAD_POLICIES:
+        want = single_process(name, payload=True).buffer
+        for how in ("contiguous", "strided"):
+            buf = POLICIES[name]()
+            for k, ids in enumerate(stream()):
+                part = split(ids, how, rank, size)
+                mdist.update(buf, experience(part, k, payload_of(part)), group=group)
+            report[f"{name}/{how}"] = [state_digest(buf.state_dict()), buf.buffer.equals(want)]
+    return report
+
+
+def _payload_refusals(rank: int) -> dict:
+    """On the 4-rank world: one rank's payload schema differs (dtype, trailing shape, a missing
+    column), or the update drops the payload the buffer holds: refused on every rank."""
+    ids = split(stream()[1], "strided", rank, 4)
+    good = payload_of(ids)
+    bad = {
+        "dtype": {**good, "logits": good["logits"].astype(np.float64)} if rank == 2 else good,
+        "shape": {**good, "logits": np.zeros((len(ids), 4), np.float32)} if rank == 1 else good,
+        "missing": {"logits": good["logits"]} if rank == 3 else good,
+        "dropped": None,
+    }
+    report = {}
+    for name in ("reservoir-hash", "herding-class"):
+        buf = POLICIES[name]()
+        first = split(stream()[0], "strided", rank, 4)
+        mdist.update(buf, experience(first, 0, payload_of(first)))
+        before = state_digest(buf.state_dict())
+        for case, payload in bad.items():
+            outcome = _outcome(lambda b=buf, p=payload: mdist.update(b, experience(ids, 1, p)))
+            report[f"{name}/{case}"] = [outcome, state_digest(buf.state_dict()) == before]
+    return report
 
 
 def _fill(rank: int, pair, url: str, options) -> dict:
@@ -228,6 +294,36 @@ def test_every_policy_and_split_equals_the_single_process_build(world, built, re
         assert got == want, f"rank {rank} of {world}"
 
 
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+def test_payload_travels_with_its_rows_as_in_the_single_process_build(world, built):
+    want = {}
+    for name in PAYLOAD_POLICIES:
+        ref = single_process(name, payload=True)
+        ex = ref.buffer  # the reference carries the payload, aligned with its exemplars
+        assert len(ex) and ex.payload["logits"].dtype == np.float32
+        np.testing.assert_array_equal(ex.payload["logits"], payload_of(ex.ids)["logits"])
+        np.testing.assert_array_equal(ex.payload["seen"], ex.ids % 3 == 0)
+        for how in ("contiguous", "strided"):
+            want[f"{name}/{how}"] = [state_digest(ref.state_dict()), True]
+    for rank in range(world):
+        got = json.loads((built / f"payload-world{world}-rank{rank}.json").read_text())
+        assert got == want, f"rank {rank} of {world}"
+
+
+def test_payload_schema_mismatch_is_refused_on_every_rank(built):
+    reports = [json.loads((built / f"payload-refusals-rank{r}.json").read_text()) for r in range(4)]
+    for name in ("reservoir-hash", "herding-class"):
+        for case in ("dtype", "shape", "missing"):
+            outcomes = [r[f"{name}/{case}"] for r in reports]
+            assert all(o == outcomes[0] for o in outcomes), (name, case)
+            message, unchanged = outcomes[0]
+            assert message.startswith("CollectiveError:") and "payload" in message, message
+            assert unchanged
+        for r in reports:
+            message, unchanged = r[f"{name}/dropped"]
+            assert "PayloadMismatchError" in message and unchanged, message
+
+
 def test_save_commits_once_and_any_failure_fails_every_rank(built):
     reports = [json.loads((built / f"commits-rank{r}.json").read_text()) for r in range(4)]
     assert all(r["commit"] == reports[0]["commit"] for r in reports)
@@ -307,3 +403,24 @@ def test_hash_reservoir_sends_only_top_candidates():
     rows = experience(np.arange(100), 0).as_exemplars(0)
     keep = local_top(rows, rows.targets, 0, {k: 3 for k in range(5)})
     assert np.bincount(rows.targets[keep]).tolist() == [3] * 5
+
+
+@pytest.mark.parametrize("n", [0, 1, 5])
+def test_payload_rows_pack_into_words_with_exact_bytes_dtype_and_shape(n):
+    from memstore.distributed.wire import payload_words, wire_schema, words_payload
+
+    payload = {
+        "logits": np.random.default_rng(n).standard_normal((n, 3)).astype(np.float32),
+        "seen": np.arange(n) % 2 == 0,
+        "big_endian": np.arange(2 * n, dtype=">i2").reshape(n, 2),
+        "empty": np.zeros((n, 0), dtype=np.int16),
+        "nan": np.full((n, 1, 1), np.nan, dtype=np.float64),
+    }
+    words = payload_words(payload, n)
+    assert words.dtype == np.int64 and words.shape == (n, 4)  # 12 + 1 + 4 + 0 + 8 = 25 bytes
+    back = words_payload(words, payload)
+    assert list(back) == list(payload)
+    assert wire_schema(back) == wire_schema(payload)
+    for k, v in payload.items():
+        assert back[k].tobytes() == v.tobytes(), k
+    assert payload_words({}, n).shape == (n, 0)

@@ -2,7 +2,8 @@
 
 * :func:`update` — a collective buffer update over the rows every rank holds; every rank
   ends with the identical buffer (see :mod:`.update` for which results are
-  partition-invariant and what crosses the wire);
+  partition-invariant and what crosses the wire); payload columns travel with their rows
+  (the payload bytes of candidate rows, see :mod:`.wire`);
 * :func:`save` — rank 0 commits, every rank returns the same :class:`~memstore.Commit`;
 * :func:`shard_part` — the rows of an experience in this rank's whole shards of a
   ``ShardSource``; :func:`fill_feature_cache` — ranks fill one feature cache on shared

@@ -8,9 +8,11 @@ the least-loaded rank); (3) each rank computes the features of the rows it holds
 each group's to its owner (``gather``), the owner computes its groups' old exemplars from
 ``sources``; (4) the owner runs, per group, the selections ``ParametricBuffer.update`` runs
 (old size, then the new length, then the final re-selection); (5) the kept positions —
-at most ``max_size`` ints — are gathered by every rank, which installs the new groups with
-``load_state_dict``. The result equals a single-process update of the canonical union when
-features of a sample do not depend on the batch it is computed in.
+at most ``max_size`` ints — are gathered by every rank; (6) the payload bytes of the kept new
+rows only (at most ``max_size`` rows in all, packed as int64 words, see :mod:`.wire`) are
+gathered from the ranks that hold them, and every rank installs the new groups with
+``load_state_dict``. The result — payload included — equals a single-process update of the
+canonical union when features of a sample do not depend on the batch it is computed in.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from memstore.experiences import ExemplarSet, Experience, resolve_inputs
+from memstore.experiences import PAYLOAD_PREFIX, ExemplarSet, Experience, resolve_inputs
 from memstore.policies import ParametricBuffer
 from memstore.policies.base import first_appearance_groups
 
 from .comm import CollectiveError, agree, all_gather_rows, all_gather_small, gather_rows_to
+from .wire import payload_words, words_payload
 
 __all__ = ["feature_update", "assign_owners", "selection_sequence"]
 
@@ -164,22 +167,62 @@ def feature_update(
     except Exception as err:
         error = err
     agree(error, None, group, _OWNER)
-    results: dict[int, list[int]] = {}
+    results: dict[int, np.ndarray] = {}
     for part in all_gather_small(kept, group, f"{_OWNER} (selected ids)"):
-        results.update(part)
+        results.update({k: np.asarray(v, dtype=np.int64) for k, v in part.items()})
+    # canonical positions of the kept new rows, per group in selection order
+    picked = {}
+    for key in every:
+        pos, sel = new_pos.get(key, np.empty(0, dtype=np.int64)), results[key]
+        picked[key] = pos[sel[sel >= len(old.get(key, ()))] - len(old.get(key, ()))]
+    kept_pos = np.sort(np.concatenate([np.empty(0, np.int64), *picked.values()]))
+    payload = _kept_payload(rows, kept_pos, from_rank[canon], canon, counts, group)
     groups = []
     for key in every:
-        pos = new_pos.get(key, np.empty(0, dtype=np.int64))
+        at, sel = picked[key], results[key]
+        where = np.searchsorted(kept_pos, at)
         new_rows = ExemplarSet(
-            np.full(len(pos), experience.source),
-            union[pos, 0],
-            union[pos, 1],
-            union[pos, 2],
-            np.full(len(pos), index, dtype=np.int64),
+            np.full(len(at), experience.source),
+            union[at, 0],
+            union[at, 1],
+            union[at, 2],
+            np.full(len(at), index, dtype=np.int64),
+            payload={k: v[where] for k, v in payload.items()},
         )
-        contents = ExemplarSet.concat([old.get(key, ExemplarSet.empty()), new_rows])
-        groups.append((key, lengths[key], contents.take(np.asarray(results[key], np.int64))))
+        held_rows = old.get(key, ExemplarSet.empty())
+        order = sel.copy()  # old rows keep their position; kept new rows are numbered after
+        order[sel >= len(held_rows)] = len(held_rows) + np.arange(len(at))
+        contents = ExemplarSet.concat([held_rows, new_rows])
+        groups.append((key, lengths[key], contents.take(order)))
     install(buffer, state, groups)
+
+
+def _kept_payload(
+    rows: ExemplarSet,
+    kept_pos: np.ndarray,
+    holder: np.ndarray,
+    canon: np.ndarray,
+    counts: list[int],
+    group: Any,
+) -> dict[str, np.ndarray]:
+    """The payload of the kept new rows (canonical positions ``kept_pos``, sorted), gathered
+    from the ranks that hold them (``holder``: rank per canonical position). Only these rows'
+    payload bytes cross the wire: at most ``max_size`` rows per update."""
+    import torch.distributed as dist
+
+    rank, world = dist.get_rank(group), len(counts)
+    by_rank = holder[kept_pos]
+    mine = kept_pos[by_rank == rank]  # canonical order
+    local = rows.take(canon[mine] - int(np.sum(counts[:rank])))
+    sent = np.bincount(by_rank, minlength=world).tolist()
+    words = all_gather_rows(
+        payload_words(local.payload, len(local)), sent, group, f"{_OWNER} (payload)"
+    )
+    # rows arrive by rank, each in canonical order: put them in canonical order
+    arrived = np.concatenate(
+        [np.empty(0, np.int64), *(kept_pos[by_rank == r] for r in range(world))]
+    )
+    return words_payload(words[np.argsort(arrived, kind="stable")], rows.payload)
 
 
 def install(buffer: ParametricBuffer, state: dict[str, Any], groups: list) -> None:
@@ -190,6 +233,7 @@ def install(buffer: ParametricBuffer, state: dict[str, Any], groups: list) -> No
         c: np.asarray(v, dtype=np.int64).copy() for c, v in rows.columns().items() if c != "source"
     }
     columns["source"] = codes.astype(np.int32).reshape(-1)
+    columns.update({PAYLOAD_PREFIX + k: np.array(v, copy=True) for k, v in rows.payload.items()})
     columns["group"] = np.concatenate(
         [np.full(len(r), k, dtype=np.int64) for k, _, r in groups] or [np.empty(0, np.int64)]
     )

@@ -4,7 +4,12 @@ Every rank passes the rows it holds (an :class:`~memstore.experiences.Experience
 source and one index); every rank ends with the identical buffer, equal to a single-process
 ``buffer.update`` of the union of the rows in canonical order (ascending id within the
 experience). Only ids, targets and task labels cross the wire (and, for feature-based
-selection, features — see :mod:`.parametric`), never samples.
+selection, features — see :mod:`.parametric`), never samples. Payload columns
+(``Experience(payload=...)``, e.g. DER logits) travel with their rows: the payload bytes of
+every candidate row sent (packed into int64 words beside its metadata, see :mod:`.wire`), so
+each rank's buffer, payload included, equals the single-process update of the union. Ranks
+must pass the same payload schema (names, dtypes, trailing shapes), checked in the first
+metadata step.
 
 Which results do not depend on the number of ranks or the split, and why:
 
@@ -15,7 +20,7 @@ Which results do not depend on the number of ranks or the split, and why:
   the row, so each rank sends only its top candidates per group (at most the group's quota),
   O(world × max_size) rows per update instead of all ids. With ``draws="torch"`` the draw of a
   row depends on its position among all rows, so every id crosses the wire (8 × 3 bytes per
-  row);
+  row, plus its payload rounded up to 8 bytes);
 * random selection (``ParametricBuffer`` default) draws ``randperm`` over the canonical
   contents, so it also needs all ids; herding / closest-to-center see a group's rows in the
   canonical order (old rows, then new in ascending id) on the group's owner.
@@ -31,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from memstore._validation import check_sources_mapping, param_error
-from memstore.experiences import ExemplarSet, Experience
+from memstore.experiences import ExemplarSet, Experience, check_payload_fits
 from memstore.policies import (
     ClassBalancedBuffer,
     ExemplarsBuffer,
@@ -44,6 +49,7 @@ from memstore.policies.reservoir import hash_draws, hash_order
 
 from .comm import CollectiveError, agree, all_gather_rows, rank_and_size
 from .parametric import check_disjoint, feature_update
+from .wire import payload_words, wire_schema, words_payload
 
 __all__ = ["update", "state_digest", "local_top", "canonical", "apply_union"]
 
@@ -147,9 +153,11 @@ def update(
         group: a ``torch.distributed`` process group (default: the world).
 
     Raises :class:`~memstore.distributed.CollectiveError` on every rank if any rank's input is
-    wrong or a rank fails; buffers are then unchanged. Cost per rank: two small metadata
-    gathers and one gather of (ids, targets, task labels) rows — only the local top candidates
-    per group with ``draws="hash"``, every row otherwise.
+    wrong or a rank fails, or if ranks pass different payload schemas; buffers are then
+    unchanged. Cost per rank: two small metadata gathers and one gather of (ids, targets, task
+    labels, payload bytes) rows — only the local top candidates per group with
+    ``draws="hash"``, every row otherwise: 24 bytes plus the payload row size rounded up to a
+    multiple of 8, per row sent, received from every rank.
     """
     rank_and_size(group, _OWNER)
     error, meta = None, None
@@ -159,22 +167,25 @@ def update(
         index = experience.index if experience.index is not None else state["num_updates"]
         rows = experience.as_exemplars(index)
         check_known_ids(buffer.buffer, rows, type(buffer).__name__)
+        check_payload_fits(buffer.buffer, rows, type(buffer).__name__)
         meta = {
             "source": experience.source,
             "index": experience.index,
             "digest": state_digest(state),
+            "payload": wire_schema(rows.payload),
             "keys": np.unique(_group_keys(buffer, rows)).tolist(),
         }
     except Exception as err:  # reported to every rank by agree
         error = err
     metas = agree(error, meta, group, _OWNER)
-    for what in ("source", "index", "digest"):
+    for what in ("source", "index", "digest", "payload"):
         seen = [m[what] for m in metas]
-        if len(set(seen)) != 1:
+        if any(s != seen[0] for s in seen):
             raise CollectiveError(
                 f"{_OWNER}: ranks disagree on the experience's {what} ({seen}). Every rank "
-                "must pass rows of one source and index, to the same buffer (load it from "
-                "one commit on every rank)."
+                "must pass rows of one source and index, with the same payload columns (names, "
+                "dtypes, trailing shapes; also a rank without rows), to the same buffer (load it "
+                "from one commit on every rank)."
             )
     if isinstance(buffer, ParametricBuffer) and buffer.selection_strategy.needs_features:
         feature_update(buffer, experience, rows, sources, group)
@@ -184,23 +195,27 @@ def update(
         keys = sorted({k for m in metas for k in m["keys"]})
         quota = _quotas(buffer, keys, index)
         keep = local_top(rows, _group_keys(buffer, rows), buffer.seed, quota)
-    block = np.stack([rows.ids[keep], rows.targets[keep], rows.task_labels[keep]], axis=1)
+    sent = rows.take(keep)
+    meta_block = np.stack([sent.ids, sent.targets, sent.task_labels], axis=1).astype(np.int64)
+    block = np.concatenate([meta_block, payload_words(sent.payload, len(sent))], axis=1)
     counts = agree(None, len(keep), group, _OWNER)
-    union = all_gather_rows(block.astype(np.int64), counts, group, f"{_OWNER} (rows)")
+    union = all_gather_rows(block, counts, group, f"{_OWNER} (rows)")
     apply_union(buffer, union, experience, group)
 
 
 def canonical(union: np.ndarray) -> np.ndarray:
-    """Rows [n, 3] of (id, target, task) sorted by ascending id (one source): the order a
-    single-process update of the union sees, whatever the split."""
+    """Rows [n, 3 + w] of (id, target, task, payload words) sorted by ascending id (one
+    source): the order a single-process update of the union sees, whatever the split."""
     return union[np.argsort(union[:, 0], kind="stable")]
 
 
 def apply_union(buffer: ExemplarsBuffer, union: np.ndarray, experience: Experience, group: Any):
-    """``buffer.update`` of the canonical union on every rank; if any rank fails, every rank
-    restores its buffer and raises the same error."""
+    """``buffer.update`` of the canonical union (rows [n, 3 + w] as :func:`canonical` takes,
+    payload words laid out as ``experience.payload``) on every rank; if any rank fails, every
+    rank restores its buffer and raises the same error."""
     rows = canonical(union)
     check_disjoint(rows[:, 0])
+    payload = words_payload(rows[:, 3:], experience.payload)
     snapshot = buffer.state_dict()
     error = None
     try:
@@ -211,6 +226,7 @@ def apply_union(buffer: ExemplarsBuffer, union: np.ndarray, experience: Experien
                 task_labels=rows[:, 2],
                 source=experience.source,
                 index=experience.index,
+                payload=payload,
             )
         )
     except Exception as err:
