@@ -38,7 +38,8 @@ import torch  # noqa: E402
 import memstore  # noqa: E402
 from memstore.testing.reference import herding_loop  # noqa: E402
 
-FULL_SIZES = ((10_000, 512, 200), (2_000, 128, 50))
+FULL_SIZES = ((10_000, 512, 200), (10_000, 128, 200), (2_000, 128, 50))
+MATVEC: dict[tuple[str, int, int], float] = {}  # best float32 mat-vec seconds per input
 QUICK_SIZES = ((2_000, 128, 50), (500, 32, 20))
 
 
@@ -90,10 +91,23 @@ def make_data(kind: str, n: int, d: int, seed: int) -> np.ndarray:
 
 def screen_used(features: np.ndarray, k: int) -> str:
     """Which first pass memstore's exact herding takes for this input (for the table)."""
-    from memstore.selection.herding import Int8Scores, make_scores
+    from memstore.selection.kernels import make_scores
+    from memstore.selection.scores import Float32Scores, Int8Scores
 
-    c32 = torch.from_numpy(features).mean(dim=0).numpy()
-    return "int8" if isinstance(make_scores(features, c32, 1.0, k), Int8Scores) else "float32"
+    xt = torch.from_numpy(features)
+    c32 = xt.mean(dim=0).numpy()
+    xmax = float(np.sqrt(np.einsum("ij,ij->i", features, features).max())) * 1.001
+    scorer = make_scores(xt, c32, xmax, k)
+    if isinstance(scorer, Float32Scores):
+        return "float32"
+    return "int8" if isinstance(scorer, Int8Scores) else "sq8"
+
+
+def matvec_time(features: np.ndarray, repeat: int) -> float:
+    """Best time of one plain float32 mat-vec over the features (the per-pick yardstick)."""
+    v = np.random.default_rng(1).standard_normal(features.shape[1]).astype(np.float32)
+    best, _ = best_time(lambda: features @ v, 20 * repeat)
+    return best
 
 
 @dataclass
@@ -130,9 +144,12 @@ def bench_herding(kind, n, d, k, args, strategy) -> HerdingRow:
     x = make_data(kind, n, d, args.seed)
     xt = torch.from_numpy(x)
     ref_k, ref_picks = best_time(lambda: reference_herding(xt, k), args.repeat)
+    mv = matvec_time(x, 1)
     ours_k, picks = best_time(lambda: strategy.make_sorted_indices_from_features(x, k), args.repeat)
+    mv = min(mv, matvec_time(x, 1))  # before and after: the same load as the timed runs
     ours_full, full = best_time(lambda: strategy.make_sorted_indices_from_features(x), 1)
     same_k = picks.tolist() == ref_picks
+    MATVEC[(kind, n, d)] = mv
     if n * d <= args.measure_full_below:
         ref_full, ref_order = best_time(lambda: reference_herding(xt, n), 1)
         return HerdingRow(
@@ -229,6 +246,13 @@ def print_tables(herding: list[HerdingRow], closest: list[ClosestRow]) -> None:
             "(each block starts from the reference's exact state at that position)."
         )
     print("  ratio (2nd) = reference full ordering / memstore's k picks (what a buffer keeps).")
+    print("\nCost per pick (setup included) against one float32 mat-vec over the same features")
+    for r in herding:
+        mv = MATVEC[(r.data, r.n, r.d)]
+        print(
+            f"{r.data:<6}{r.n:>7}{r.d:>5}{r.k:>5} {r.screen:<8} mat-vec {mv * 1e3:.3f} ms, "
+            f"ours/pick {r.ours_k / r.k * 1e3:.3f} ms = {r.ours_k / r.k / mv:.2f}x mat-vec"
+        )
     print("\nClosestToCenter — reference (distances + argsort) vs memstore (top-k, stable)")
     head = (
         f"{'data':<6}{'N':>7}{'d':>5}{'k':>5}{'ref ms':>10}{'ours@k ms':>11}{'ratio':>8}"
