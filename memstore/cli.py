@@ -1,5 +1,6 @@
-"""The ``memstore`` command: inspect, log, verify and gc a store. Thin: calls the public API.
+"""The ``memstore`` command: inspect, log, diff, plot, verify and gc a store.
 
+Thin: calls the public API.
 Errors from memstore (:class:`~memstore.errors.MemstoreError`, which every failure of a store
 operation is) print as one line (no traceback) and exit with status 2; ``verify`` exits 1 when
 it finds damage. Bad command-line syntax is argparse's (usage message, status 2).
@@ -12,6 +13,7 @@ import json
 import sys
 from typing import Any
 
+from memstore import plot
 from memstore.errors import MemstoreError
 from memstore.store import open_store
 
@@ -130,6 +132,79 @@ def _log(args: argparse.Namespace) -> int:
     return 0
 
 
+_LISTED = 10  # ids shown per source and direction in the text output of diff
+
+
+def _ids_by_source(pairs: list[list[Any]]) -> str:
+    """``a: 1 4 9 ... (+12 more); b: 3`` for a sorted list of [source, id] pairs."""
+    by_source: dict[str, list[int]] = {}
+    for src, i in pairs:
+        by_source.setdefault(src, []).append(i)
+    parts = []
+    for src, ids in by_source.items():
+        more = f" ... (+{len(ids) - _LISTED} more)" if len(ids) > _LISTED else ""
+        parts.append(f"{src}: " + " ".join(map(str, ids[:_LISTED])) + more)
+    return "; ".join(parts) if parts else "-"
+
+
+def _diff(args: argparse.Namespace) -> int:
+    d = open_store(args.store, mode="r").diff(args.name, args.a, args.b)
+    if args.json:
+        print(json.dumps(d, indent=1))
+        return 0
+    con = _console()
+    a, b = d["a"], d["b"]
+    con.print(
+        f"[bold]{d['buffer']}[/bold]: commit {a['seq']} {a['message']!r} "
+        f"({a['sizes'].get('rows')} rows) -> commit {b['seq']} {b['message']!r} "
+        f"({b['sizes'].get('rows')} rows): +{len(d['added'])} added, "
+        f"-{len(d['removed'])} removed"
+    )
+    p = d["params"]
+    changes = [f"{k}: {old} -> {new}" for k, (old, new) in p["changed"].items()]
+    for field in ("policy", "strategy"):
+        if p[field] is not None:
+            changes.insert(0, f"{field}: {p[field][0]} -> {p[field][1]}")
+    con.print("params: " + ("; ".join(changes) if changes else "unchanged"))
+    src = d["sources"]
+    notes = [f"+{n}" for n in src["added"]] + [f"-{n}" for n in src["removed"]]
+    notes += [
+        f"{n} fingerprint {x or 'not recorded'} -> {y or 'not recorded'}"
+        for n, (x, y) in src["fingerprints"].items()
+    ]
+    con.print("sources: " + ("; ".join(notes) if notes else "unchanged"))
+    con.print(
+        _table(
+            "groups",
+            ["key", "size", "max_size", "added", "removed"],
+            [
+                [k, "{} -> {}".format(*g["size"]), "{} -> {}".format(*g["max_size"])]
+                + [f"+{len(g['added'])}", f"-{len(g['removed'])}"]
+                for k, g in d["groups"].items()
+            ],
+        )
+    )
+    con.print(f"added: {_ids_by_source(d['added'])}")
+    con.print(f"removed: {_ids_by_source(d['removed'])}")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    if not plot.matplotlib_available():  # an optional extra, not a store failure
+        print(f"memstore plot: error: {plot.INSTALL_HINT}", file=sys.stderr)
+        return 2
+    store = open_store(args.store, mode="r")
+    data = plot.write_png(store, args.name, args.out, args.width, args.height)
+    if args.json:
+        print(json.dumps({"out": args.out, "data": data}, indent=1))
+    else:
+        print(
+            f"wrote {args.out}: {len(data['commits'])} commit(s), "
+            f"{len(data['classes'])} class(es), {len(data['groups'])} group(s)"
+        )
+    return 0
+
+
 def _verify(args: argparse.Namespace) -> int:
     problems = open_store(args.store, mode="r").verify()
     errors = [p for p in problems if p.severity == "error"]
@@ -167,6 +242,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store")
     p.add_argument("name")
     p.set_defaults(run=_log)
+    p = sub.add_parser("diff", help="exemplars added and removed between two commits")
+    p.add_argument("store")
+    p.add_argument("name")
+    p.add_argument("a", type=int, help="the older commit's seq (as `memstore log` lists)")
+    p.add_argument("b", type=int, help="the newer commit's seq")
+    p.set_defaults(run=_diff)
+    p = sub.add_parser("plot", help="PNG: class histogram over commits, group sizes vs. quota")
+    p.add_argument("store")
+    p.add_argument("name")
+    p.add_argument("--out", required=True, help="the PNG file to write")
+    p.add_argument("--width", type=int, default=1000, help="pixels (default 1000)")
+    p.add_argument("--height", type=int, default=700, help="pixels (default 700)")
+    p.set_defaults(run=_plot)
     p = sub.add_parser("verify", help="check every manifest, checksum and reference")
     p.add_argument("store")
     p.set_defaults(run=_verify)

@@ -1,4 +1,4 @@
-"""The ``memstore`` command: inspect, log, verify, gc (text and --json), and its errors."""
+"""The ``memstore`` command: inspect, log, diff, verify, gc (text and --json), and its errors."""
 
 from __future__ import annotations
 
@@ -90,6 +90,32 @@ def test_log(store, store_url, capsys):
     assert entries[1]["sizes"]["rows"] == 30
 
 
+def test_diff(store, store_url, capsys):
+    code, out, err = run(capsys, "diff", store_url, "cb", "0", "1", "--json")
+    assert (code, err) == (0, "")
+    data = json.loads(out)
+    assert data == json.loads(json.dumps(store.diff("cb", 0, 1)))
+    assert set(data) == {"buffer", "a", "b", "added", "removed", "groups", "params", "sources"}
+    old, new = (run_stream("class", k, make_sources()).buffer for k in (3, 4))
+    pairs = [set(zip(x.source.tolist(), x.ids.tolist(), strict=True)) for x in (old, new)]
+    assert [tuple(p) for p in data["added"]] == sorted(pairs[1] - pairs[0])
+    assert [tuple(p) for p in data["removed"]] == sorted(pairs[0] - pairs[1])
+    assert data["sources"]["fingerprints"]["a"][1] is None  # recorded at 0 only
+
+    code, out, err = run(capsys, "diff", store_url, "cb", "0", "1")
+    assert (code, err) == (0, "")
+    added, removed = len(data["added"]), len(data["removed"])
+    assert f"commit 0 'first' (30 rows) -> commit 1 'second' (30 rows): +{added} added, " in out
+    assert f"-{removed} removed" in out and "params: unchanged" in out
+    assert "sources: a fingerprint " in out and "-> not recorded" in out
+    for key, g in data["groups"].items():
+        row = rf"│ {key}\s+│ {g['size'][0]} -> {g['size'][1]}\s+│ "
+        row += rf"{g['max_size'][0]} -> {g['max_size'][1]}\s+│ \+{len(g['added'])}\s+│ "
+        assert re.search(row + rf"-{len(g['removed'])}\s+│", out), key
+    first = data["added"][0]
+    assert re.search(rf"^added: .*{first[0]}: {first[1]}\b", out, re.M)
+
+
 def test_verify_good_and_damaged(store, store_url, storage_options, capsys):
     code, out, _ = run(capsys, "verify", store_url)
     assert code == 0 and out.strip() == "OK"
@@ -137,6 +163,9 @@ def test_gc(store, store_url, capsys):
         (["inspect", "{url}", "cb", "--commit", "-1"], "'commit' parameter"),
         (["verify", "nosuchproto://x"], "'nosuchproto'"),
         (["gc", "{url}/buffers/cb", "--keep", "1"], "not a memstore"),
+        (["diff", "{url}", "cb", "0", "9"], "Buffer 'cb' has no commit 9"),
+        (["diff", "{url}", "nope", "0", "1"], "No buffer named 'nope'"),
+        (["diff", "{url}", "cb", "-1", "1"], "'a' parameter of Store.diff"),
     ],
 )
 def test_errors_print_one_line_and_exit_nonzero(store, store_url, capsys, argv, message):

@@ -65,7 +65,7 @@ def main() -> None:
     for exp in bench.train_stream:
         agent = _Agent(exp, 256)
         t0 = time.perf_counter()
-        theirs.update(agent)
+        theirs.post_adapt(agent, exp)
         t1 = time.perf_counter()
         mine.update(agent)
         t2 = time.perf_counter()

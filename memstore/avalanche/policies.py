@@ -82,6 +82,7 @@ class ExemplarsBuffer:
         self.store: Store | None = store
         self.name: str | None = name
         self.commit: int | None = None
+        self._supersedes: int | None = None  # set when resumed from an older checkpoint
         self._views: dict[str, RootView] = {}
         if store is not None and name in store:
             self._resume()
@@ -104,8 +105,11 @@ class ExemplarsBuffer:
     def _commit(self) -> None:
         if self.store is None:
             return
-        commit = self.store.save(self.name, self.memory, message="avalanche update")
-        self.commit = commit.seq
+        message, parent = "avalanche update", self._supersedes
+        if parent is not None:
+            message += f" (resumed from commit {self.commit}; supersedes up to {parent})"
+        commit = self.store.save(self.name, self.memory, message=message, parent=parent)
+        self.commit, self._supersedes = commit.seq, None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -128,6 +132,11 @@ class ExemplarsBuffer:
                 selection_strategy=_feature_strategy(strategy),
             )
             state["store"], state["memory"] = store, memory
+            # A checkpoint older than the store (killed between the memory's commit and
+            # Avalanche's own save): the checkpoint is the truth, so the next commit builds
+            # on the newest seq, superseding the commits the checkpoint never saw.
+            newest = store.log(state["name"])[-1].seq
+            state["_supersedes"] = newest if newest != state["commit"] else None
         self.__dict__.update(state)
 
     # -- Avalanche protocol --------------------------------------------------------------

@@ -205,6 +205,17 @@ class History:
         arrays = snapshots.read_arrays(self.conn, prefix, parsed["arrays"])
         return manifest.decode(parsed, arrays)
 
+    def checked(
+        self, name: str, seq: int | None, owner: str
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(manifest, state)`` of commit ``seq`` (default: latest), refused as damage
+        (:class:`~memstore.errors.CorruptStoreError`) wherever ``load`` would refuse it."""
+        parsed = self.manifest(name, seq, owner)
+        state = self.state_of(name, parsed)
+        where = f"{self.conn.url}/{layout.manifest_path(name, parsed['seq'])}"
+        manifest.rebuild(state, None, where)  # never show what load refuses
+        return parsed, state
+
     def log(self, name: str) -> list[Commit]:
         """The buffer's commits, oldest first (pruned and damaged ones skipped; see verify)."""
         out = []

@@ -28,6 +28,7 @@ from memstore.io import FsspecFiles, LocalFiles
 from memstore.policies import ExemplarsBuffer
 
 from . import checks, commit, connect, layout, manifest
+from .diff import diff_commits
 from .feature_caches import FeatureCaches
 from .history import Commit, History, Origin, commit_of
 from .maintenance import Problem, gc_store, verify_store
@@ -236,10 +237,7 @@ class Store:
 
     def describe(self, name: str, commit: int | None = None) -> dict[str, Any]:
         """A JSON-able summary of a commit: policy, sizes, groups, classes, sources, history."""
-        parsed = self._history.manifest(name, commit, "Store.describe")
-        state = self._history.state_of(name, parsed)
-        path = layout.manifest_path(name, parsed["seq"])
-        manifest.rebuild(state, None, f"{self.url}/{path}")  # never describe what load refuses
+        parsed, state = self._history.checked(name, commit, "Store.describe")
         classes, counts = np.unique(state["columns"]["targets"], return_counts=True)
         groups = parsed["groups"]
         return {
@@ -262,6 +260,11 @@ class Store:
             "sources": parsed.get("sources", {}),
             "commits": [c.__dict__ for c in self.log(name)],
         }
+
+    def diff(self, name: str, a: int, b: int) -> dict[str, Any]:
+        """Exemplars added / removed from commit ``a`` to ``b`` (``[source, id]``), per group,
+        and parameter and source changes; schema in :mod:`memstore.store.diff`. O(n log n)."""
+        return diff_commits(self._history, name, a, b)
 
     def delete_buffer(self, name: str) -> None:
         """Remove a buffer and its whole history (damaged or not)."""

@@ -82,7 +82,7 @@ class Compare(SupervisedPlugin):
         self.history = []
 
     def after_training_exp(self, strategy, **kwargs):
-        self.reference.update(strategy)
+        self.reference.post_adapt(strategy, strategy.experience)
         ref_ids, ref_items = contents(self.reference.buffer)
         ids, items = contents(self.dropin.buffer)
         self.history.append((np.array_equal(ref_ids, ids), same_items(ref_items, items), len(ids)))

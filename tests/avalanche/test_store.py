@@ -83,3 +83,28 @@ def test_herding_policy_pickles_with_its_model(tmp_path):
     back.post_adapt(None, exps[1])
     plain.post_adapt(None, exps[1])
     assert np.array_equal(back.memory.buffer.ids, plain.memory.buffer.ids)
+
+
+def test_a_checkpoint_older_than_the_store_resumes_at_its_commit(tmp_path):
+    # Killed after the memory's commit for experience 2 but before Avalanche's own checkpoint:
+    # the checkpoint (taken after experience 1) names commit 1; the run repeats experience 2
+    # from there; its next commit supersedes the orphaned commit 2 (the checkpoint is the truth).
+    url = str(tmp_path / "mem")
+    exps = list(stream())
+    straight = ms.ClassBalancedBuffer(20, seed=3)
+    for exp in exps:
+        straight.post_adapt(None, exp)
+    policy = ms.ClassBalancedBuffer(20, seed=3, store=url, name="run")
+    for exp in exps[:2]:
+        policy.post_adapt(None, exp)
+    checkpoint = pickle.dumps(policy)
+    policy.post_adapt(None, exps[2])  # committed, then the process dies
+    back = pickle.loads(checkpoint)
+    assert back.commit == 1 and len(back.memory.buffer) == 20
+    for exp in exps[2:]:
+        back.post_adapt(None, exp)
+    assert back.memory.buffer.equals(straight.memory.buffer)
+    log = open_store(url).log("run")
+    assert [c.seq for c in log] == [0, 1, 2, 3, 4, 5]
+    assert "resumed from commit 1; supersedes up to 2" in log[3].message
+    assert open_store(url).load("run").buffer.equals(straight.memory.buffer)
