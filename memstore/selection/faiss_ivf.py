@@ -30,6 +30,7 @@ import numpy as np
 from memstore._validation import check_int
 
 from .herding import herding_order
+from .ivf_cache import IndexCache, load_index, save_index
 from .readers import (
     DEFAULT_CHUNK_ROWS,
     FeatureReader,
@@ -102,6 +103,7 @@ def approximate_herding_order(
     seed: int = 0,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     exact_below: int = EXACT_BELOW,
+    index_cache: IndexCache | None = None,
 ) -> np.ndarray:
     """The first ``k`` picks of herding, each found by an IVF nearest-neighbour search.
 
@@ -119,6 +121,9 @@ def approximate_herding_order(
         seed: seeds the k-means training sample and initialisation.
         chunk_rows: rows per block read.
         exact_below: row count under which exact herding is used.
+        index_cache: where to keep the built index and reuse it on the next call with the
+            same key and build parameters (:mod:`.ivf_cache`; the features are then not read
+            again). The picks are the same either way.
 
     Returns:
         int64 array of ``k`` distinct row numbers in pick order. Deterministic for a given
@@ -143,15 +148,37 @@ def approximate_herding_order(
             f"The 'nlist' parameter of {owner} must be at most the number of rows ({n}). "
             f"Got {nlist} instead."
         )
+    if index_cache is not None and not isinstance(index_cache, IndexCache):
+        raise TypeError(
+            f"The 'index_cache' parameter of {owner} must be an IndexCache or None. "
+            f"Got {type(index_cache).__name__} instead."
+        )
     if k == 0:
         return np.empty(0, dtype=np.int64)
     if n < exact_below:
         return herding_order(read_all(reader, chunk_rows, owner), k)
 
-    import faiss
-
     nlist = default_nlist(n) if nlist is None else nlist
     nprobe = min(default_nprobe(nlist) if nprobe is None else nprobe, nlist)
+    params = {"n": n, "d": d, "nlist": nlist, "seed": seed, "train": TRAIN_POINTS_PER_LIST}
+    params["niter"] = TRAIN_ITERATIONS
+    loaded = None if index_cache is None else load_index(index_cache, params)
+    if loaded is None:
+        index, center = _build_index(reader, nlist, seed, chunk_rows, owner)
+        if index_cache is not None:
+            save_index(index_cache, index, center, params)
+    else:
+        index, center = loaded
+    return _herd_with_index(index, center, n, k, nprobe, nlist)
+
+
+def _build_index(
+    reader: Any, nlist: int, seed: int, chunk_rows: int, owner: str
+) -> tuple[Any, np.ndarray]:
+    """An ``IndexIVFFlat`` over every row (k-means on a seeded sample) and the float64 mean."""
+    import faiss
+
+    n, d = (int(s) for s in reader.shape)
     m = min(n, TRAIN_POINTS_PER_LIST * nlist)
     quantizer = faiss.IndexFlatL2(d)
     index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_L2)
@@ -164,8 +191,7 @@ def approximate_herding_order(
     for _, block in iter_blocks(reader, chunk_rows, owner):
         index.add(block)
         total += block.sum(axis=0, dtype=np.float64)
-    center = total / n
-    return _herd_with_index(index, center, n, k, nprobe, nlist)
+    return index, total / n
 
 
 def _herd_with_index(
