@@ -8,10 +8,11 @@ so an array and a reader holding the same values give the same result.
 :func:`approximate_herding_order` answers herding's greedy rule with an IVF index:
 ``argmin_j ‖x_j‖² − 2⟨x_j, t⟩ = argmin_j ‖x_j − t‖²`` (the ``‖t‖²`` term is common to all
 rows), so each pick is a 1-nearest-neighbour query for ``t = (i+1)·center − Σ picked`` among
-the unpicked rows, excluded by an ``IDSelectorBitmap``. IVF stores the raw vectors, so the
-only approximation is which lists are scanned; no near-tie margin applies (the pick is the
-index's nearest neighbour). Groups under ``exact_below`` rows run exact herding
-(:func:`.herding.herding_order`, with its :func:`.herding.near_tie_margin`).
+the unpicked rows, excluded by an ``IDSelectorBitmap``. IVF stores the raw vectors (float16
+features as float16 codes, exactly), so the only approximation is which lists are scanned;
+no near-tie margin applies (the pick is the index's nearest neighbour). Groups under
+``exact_below`` rows run exact herding (:func:`.herding.herding_order`, with its
+:func:`.herding.near_tie_margin`).
 
 Threads: FAISS runs on OpenMP. On shared or 2-core machines start the process with
 ``OMP_WAIT_POLICY=PASSIVE`` (idle OpenMP workers then sleep instead of spinning against
@@ -34,6 +35,7 @@ from .ivf_cache import IndexCache, load_index, save_index
 from .readers import (
     DEFAULT_CHUNK_ROWS,
     FeatureReader,
+    TypedFeatureReader,
     check_chunk_rows,
     check_finite,
     check_k,
@@ -160,11 +162,12 @@ def approximate_herding_order(
 
     nlist = default_nlist(n) if nlist is None else nlist
     nprobe = min(default_nprobe(nlist) if nprobe is None else nprobe, nlist)
+    fp16 = isinstance(reader, TypedFeatureReader) and np.dtype(reader.dtype) == np.float16
     params = {"n": n, "d": d, "nlist": nlist, "seed": seed, "train": TRAIN_POINTS_PER_LIST}
-    params["niter"] = TRAIN_ITERATIONS
+    params.update(niter=TRAIN_ITERATIONS, codec="fp16" if fp16 else "flat")
     loaded = None if index_cache is None else load_index(index_cache, params)
     if loaded is None:
-        index, center = _build_index(reader, nlist, seed, chunk_rows, owner)
+        index, center = _build_index(reader, nlist, seed, chunk_rows, owner, fp16)
         if index_cache is not None:
             save_index(index_cache, index, center, params)
     else:
@@ -173,15 +176,24 @@ def approximate_herding_order(
 
 
 def _build_index(
-    reader: Any, nlist: int, seed: int, chunk_rows: int, owner: str
+    reader: Any, nlist: int, seed: int, chunk_rows: int, owner: str, fp16: bool
 ) -> tuple[Any, np.ndarray]:
-    """An ``IndexIVFFlat`` over every row (k-means on a seeded sample) and the float64 mean."""
+    """An IVF index over every row (k-means on a seeded sample) and the float64 mean.
+
+    Float16 features are stored as float16 codes (``QT_fp16``: lossless for them, half the
+    memory of ``IndexIVFFlat``; 1.3 GB instead of 2.6 GB at 10M × 64), others as float32.
+    """
     import faiss
 
     n, d = (int(s) for s in reader.shape)
     m = min(n, TRAIN_POINTS_PER_LIST * nlist)
     quantizer = faiss.IndexFlatL2(d)
-    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_L2)
+    if fp16:
+        index = faiss.IndexIVFScalarQuantizer(
+            quantizer, d, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_L2
+        )
+    else:
+        index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_L2)
     index.cp.seed = seed
     index.cp.niter = TRAIN_ITERATIONS
     index.cp.max_points_per_centroid = -(-m // nlist)  # never let FAISS subsample again

@@ -7,9 +7,8 @@ Both exact paths share one core:
 
 * a first pass scores every row (``σ'_j = ‖y_j‖² − 2⟨y_j, t'⟩`` or the same quantity in the
   frame of ``x``) with a rigorous error bound — :mod:`.scores` (torch's weight-only int8
-  kernel over a centred int8 copy, or one float32 sgemv) or :mod:`.sq8` (FAISS's 8-bit
-  scalar-quantizer search, which returns only the nearest rows); :mod:`.kernels` picks the
-  low-precision kernel by a measured probe at first use;
+  kernel over a centred int8 copy, or one float32 sgemv); :mod:`.kernels` picks the kernel
+  by a measured probe at first use;
 * :func:`near_tie_margin` — the one bound on the reference's own float32 rounding — keeps
   every row that could still be the reference's pick;
 * :func:`reference_pick` settles those candidates with the reference's float32 expression
@@ -22,7 +21,6 @@ never build an ``N×d`` temporary and stop after ``k`` picks.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -38,7 +36,6 @@ from .readers import (
     iter_blocks,
 )
 from .scores import EPS32, U32, Float32Scores, Int8Scores, float32_error, float32_query, gamma
-from .sq8 import SQ8Search
 
 __all__ = [
     "herding_order",
@@ -115,8 +112,7 @@ def herding_order(features: np.ndarray, k: int, *, kernel: str | None = None) ->
     with ``cur`` and ``center`` the reference's own float32 vectors. In exact arithmetic
     ``(i+1)²·D_j = ‖y_j − t'‖²`` with ``y = x − center`` and ``t' = i·(center − cur)``, so:
 
-    1. one first pass over the rows bounds every row's score rigorously — FAISS's 8-bit
-       scalar-quantizer search (:mod:`.sq8`, returns only the nearest rows), torch's int8
+    1. one first pass over the rows bounds every row's score rigorously — torch's int8
        kernel or one float32 sgemv (:mod:`.scores`; the kernel by a measured probe at first
        use, :mod:`.kernels`); never an ``N×d`` temporary;
     2. rows within the bounds plus the reference's float32 rounding margin
@@ -129,8 +125,8 @@ def herding_order(features: np.ndarray, k: int, *, kernel: str | None = None) ->
     Args:
         features: ``[N, d]`` array (float32 is used as is; others are converted).
         k: number of picks (at most ``N`` are made).
-        kernel: for tests and benchmarks: force the first pass (``"faiss-sq8"``,
-            ``"torch-int8"``, ``"float32"``; one that cannot run falls back to float32).
+        kernel: for tests and benchmarks: force the first pass (``"torch-int8"`` or
+            ``"float32"``; one that cannot run falls back to float32).
             Default: chosen by size and the probe. The picks are the same whatever it is.
 
     Cost: O(k·N·d) — one pass over an int8 or float32 copy per pick, only the first ``k``
@@ -159,35 +155,22 @@ def herding_order(features: np.ndarray, k: int, *, kernel: str | None = None) ->
         scores = make_scores(xt, c32, xmax, k, kernel)
     taken = np.zeros(n, dtype=bool)
     cur32 = np.zeros(d, dtype=np.float32)
-    misses = 0  # consecutive SQ8 searches that could not prove their candidates
     i = 0
     while i < k:
         cur64 = cur32.astype(np.float64)
         tp = i * (c64 - cur64)
         tn = float(tp @ tp) ** 0.5
         bound = dict(tn=tn, cur_norm=float(cur64 @ cur64) ** 0.5, xmax=xmax, cn=cn, d=d)
-        cand = None
-        if isinstance(scores, SQ8Search):
-            found = scores.candidates(c64 + tp, tn, partial(near_tie_margin, i, **bound))
-            misses = 0 if found is not None else misses + 1
-            if misses >= 3:  # the int8 copy is too coarse for these features
-                scores = Float32Scores(x32, c32, xmax)
-            if found is not None:
-                cand, margin = found
-                cand = _rescore(x32, cand, c64, tp, margin)
-        if cand is None and scores is not None:
-            screen = scores if not isinstance(scores, SQ8Search) else Float32Scores(x32, c32, xmax)
-            cand = _screen(screen, x32, picks[:i], c64, tp, bound, i)
+        if scores is not None:
+            cand = _screen(scores, x32, picks[:i], c64, tp, bound, i)
             if cand is None:  # int8 bound too loose here: float32 from now on
                 scores = Float32Scores(x32, c32, xmax)
                 continue
-        if cand is None:
+        else:
             cand = np.flatnonzero(~taken)  # no usable bound: the reference over all rows
         p = int(cand[reference_pick(cur32, xt[torch.from_numpy(cand)], i, center_t)])
         picks[i] = p
         taken[p] = True
-        if isinstance(scores, SQ8Search):
-            scores.take(p)
         advance_center(cur32, x32[p], i)
         i += 1
     return picks

@@ -6,12 +6,10 @@ that could still be the reference's pick. The scorers here make that first pass:
 * :class:`Float32Scores` — one float32 sgemv over the features (the fallback, always exact
   enough: its bound is tight);
 * :class:`Int8Scores` — torch's weight-only int8 kernel over a centred int8 copy (private
-  torch API, looked up once, guarded and checked on a probe);
-* :class:`SQ8Search` (:mod:`.sq8`) — FAISS's 8-bit scalar-quantizer L2 search, which returns
-  only the few best rows, so a pick costs one scan of an int8 copy and no length-N numpy work.
+  torch API, looked up once, guarded and checked on a probe).
 
-:func:`make_scores` picks one; which low-precision kernel runs is decided by a measured probe
-at first use (:func:`.sq8.fastest_kernel`), overridable for tests and benchmarks.
+:func:`.kernels.make_scores` picks one, by a measured probe at first use
+(:func:`.kernels.fastest_kernel`), overridable for tests and benchmarks.
 """
 
 from __future__ import annotations
