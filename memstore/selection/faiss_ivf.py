@@ -223,6 +223,7 @@ def _herd_with_index(
     distance = np.empty((1, 1), dtype=np.float32)
     label = np.empty((1, 1), dtype=np.int64)
     index.make_direct_map()  # reconstruct(j) of picked rows, O(N) int64
+    index.parallel_mode = 1  # one query at a time: the threads share its probed lists
     probes = nprobe
     for i in range(k):
         query[0] = (i + 1) * center - picked_sum

@@ -79,20 +79,29 @@ def save_index(cache: IndexCache, index: Any, center: np.ndarray, params: dict) 
     arrays: list[Any] = []
 
     def flush(final: bool = False) -> None:
-        piece = np.frombuffer(b"".join(pending), dtype=np.uint8)
+        data = b"".join(pending)
         pending.clear()
+        cut = len(data) if final else len(data) // PIECE_BYTES * PIECE_BYTES
+        if cut < len(data):  # whole chunks only: no chunk is read back and rewritten
+            pending.append(data[cut:])
+        size[0] = len(data) - cut
+        piece = np.frombuffer(data, dtype=np.uint8, count=cut)
         if not arrays:  # a small index is one chunk of its own size
             chunk = max(1, piece.size) if final else PIECE_BYTES
             arrays.append(
                 cache.group.create_array(
-                    cache.name, shape=(0,), dtype="uint8", chunks=(chunk,), overwrite=True
+                    cache.name,
+                    shape=(0,),
+                    dtype="uint8",
+                    chunks=(chunk,),
+                    compressors=None,  # float codes barely compress; the checksum guards
+                    overwrite=True,
                 )
             )
         arr = arrays[0]
         arr.resize((size[1] + piece.size,))
         arr[size[1] :] = piece
         size[1] += piece.size
-        size[0] = 0
 
     def write(chunk: bytes) -> int:
         data = bytes(chunk)
