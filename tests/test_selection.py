@@ -132,13 +132,11 @@ def _int8_sets():
 
 
 @pytest.mark.parametrize("kind,features", _int8_sets(), ids=[k for k, _ in _int8_sets()])
-def test_int8_first_pass_keeps_the_reference_picks(kind, features, monkeypatch):
+def test_int8_first_pass_keeps_the_reference_picks(kind, features):
     """Large inputs score rows from an int8 copy first; force that path on every size."""
-    import memstore.selection.herding as selection
+    from memstore.selection.herding import herding_order as fast_herding
 
-    monkeypatch.setattr(selection, "_INT8_MIN_ELEMENTS", 0)
-    monkeypatch.setattr(selection, "_INT8_MIN_K", 0)
     k = min(len(features), 120)
-    expected = herding_order(torch.from_numpy(np.ascontiguousarray(features, np.float32)))
-    got = selection.herding_order(np.ascontiguousarray(features, np.float32), k)
-    assert got.tolist() == expected[:k]
+    x = np.ascontiguousarray(features, np.float32)
+    expected = herding_order(torch.from_numpy(x))
+    assert fast_herding(x, k, kernel="torch-int8").tolist() == expected[:k]

@@ -4,7 +4,9 @@ closest-to-center), exact by default, FAISS IVF for millions of rows.
 Modules, each depending only on those after it: ``strategies`` (the public Avalanche
 strategies and how a state records them) → ``herding`` (exact herding, in RAM or chunked,
 one near-tie margin), ``closest`` (closest-to-center), ``faiss_ivf`` (approximate herding)
-→ ``readers`` (the chunked ``FeatureReader`` protocol and block iteration).
+and ``ivf_cache`` (its persisted index) → ``kernels`` (which first pass herding uses: a
+probe) → ``scores`` (float32 / torch int8 first passes) → ``readers`` (the chunked
+``FeatureReader`` protocol and block iteration).
 """
 
 from .strategies import (

@@ -20,8 +20,15 @@ from .readers import (
     iter_blocks,
     row_blocks,
 )
+from .scores import gamma
 
-__all__ = ["closest_to_center_order", "chunked_closest_order", "smallest_k_stable"]
+__all__ = [
+    "closest_to_center_order",
+    "chunked_closest_order",
+    "smallest_k_stable",
+    "reference_distances",
+    "bounded_distances",
+]
 
 
 def smallest_k_stable(values: np.ndarray, k: int) -> np.ndarray:
@@ -42,15 +49,40 @@ def smallest_k_stable(values: np.ndarray, k: int) -> np.ndarray:
 
 
 def closest_to_center_order(features: np.ndarray, k: int) -> np.ndarray:
-    """The reference's float32 distances ``pow(x − mean, 2).sum(dim=1)``, then a stable top-k.
+    """The reference's order — float32 ``pow(x − mean, 2).sum(dim=1)``, stable — first ``k``.
 
-    Same torch expression as Avalanche, so every distance is bit-identical, but evaluated one
-    cache-sized block of rows at a time (the reference materialises two ``N×d`` temporaries).
-    Cost: O(N·d) and O(N + k·log k) for the selection.
+    The center is torch's float32 mean (the reference's, last bit included). Every row's
+    distance is then bounded by one fused pass (:func:`bounded_distances`: FAISS's SIMD
+    ``fvec_L2sqr_ny``, else numpy blocks) whose result is within ``γ_{d+2}`` relative of the
+    exact ``Σ (x − c)²`` — and so is the reference's float32 value. Rows that provably rank
+    after ``k`` others are dropped; the few left (the top ``k`` and those near the ``k``-th
+    distance) get the reference's own torch expression and a stable sort, so the order is
+    the reference's bit for bit, near-ties and duplicates included.
+    Cost: the mean and one distance pass over the features, O(N) for the threshold and
+    O(|candidates|·d) for the re-scoring (the reference allocates two ``N×d`` temporaries).
     """
     x = torch.from_numpy(features)
     n, d = x.shape
+    k = min(int(k), n)
+    if k <= 0:
+        return np.empty(0, dtype=np.int64)
     center = x.mean(dim=0)
+    if features.dtype != np.float32 or k >= n:
+        return smallest_k_stable(reference_distances(x, center), k)
+    approx = bounded_distances(features, center.numpy())
+    if approx is None:
+        return smallest_k_stable(reference_distances(x, center), k)
+    cand = _candidates(approx, k, d)
+    exact = reference_distances(x[torch.from_numpy(cand)], center)
+    if not _consistent(approx[cand], exact, d):  # a distance kernel outside its bound
+        return smallest_k_stable(reference_distances(x, center), k)
+    return cand[np.argsort(exact, kind="stable")[:k]].astype(np.int64)
+
+
+def reference_distances(x: torch.Tensor, center: torch.Tensor) -> np.ndarray:
+    """The reference's float32 ``pow(x − center, 2).sum(dim=1)``, bit for bit, one
+    cache-sized block of rows at a time (no ``N×d`` temporary)."""
+    n, d = x.shape
     distances = torch.empty(n, dtype=torch.float32)
     buf = torch.empty(0, dtype=torch.float32)
     for a, b in row_blocks(n, d):
@@ -58,7 +90,54 @@ def closest_to_center_order(features: np.ndarray, k: int) -> np.ndarray:
         torch.sub(x[a:b], center, out=buf)
         buf.pow_(2)
         torch.sum(buf, dim=1, out=distances[a:b])
-    return smallest_k_stable(distances.numpy(), k)
+    return distances.numpy()
+
+
+def bounded_distances(features: np.ndarray, center: np.ndarray) -> np.ndarray | None:
+    """``‖x_j − center‖²`` in float32 by one fused pass, within ``γ_{d+2}`` relative (+ a
+    subnormal slack) of the exact value, whatever the summation order; ``None`` for a
+    non-finite result (the caller takes the reference's pass). FAISS's SIMD kernel when
+    installed, else numpy blocks."""
+    n, d = features.shape
+    out = np.empty(n, dtype=np.float32)
+    c = np.ascontiguousarray(center, dtype=np.float32)
+    try:
+        import faiss
+    except ImportError:
+        faiss = None
+    if faiss is not None and features.flags.c_contiguous:
+        faiss.fvec_L2sqr_ny(faiss.swig_ptr(out), faiss.swig_ptr(c), faiss.swig_ptr(features), d, n)
+    else:
+        for a, b in row_blocks(n, d):
+            y = features[a:b] - c
+            np.einsum("ij,ij->i", y, y, out=out[a:b])
+    return out if np.isfinite(out).all() else None
+
+
+def _bound(d: int) -> tuple[float, float]:
+    """Relative and absolute error of a float32 ``Σ (x − c)²`` against the exact value."""
+    return gamma(d + 2) * 1.01, 4.0 * d * 2.0**-126
+
+
+def _candidates(approx: np.ndarray, k: int, d: int) -> np.ndarray:
+    """Rows that may be among the reference's first ``k`` (ascending row order).
+
+    ``k`` rows have ``approx <= T`` (the ``k``-th value), so exact distances ``<= (T+η)/(1−γ)``
+    and reference values ``<= R``; a row whose ``approx`` exceeds the returned threshold has a
+    reference value above ``R``, i.e. ranks after those ``k``.
+    """
+    g, eta = _bound(d)
+    kth = float(np.partition(approx, k - 1)[k - 1])
+    ref_hi = (1 + g) * (kth + eta) / (1 - g) + eta
+    thr = ((ref_hi + eta) * (1 + g) / (1 - g) + eta) * (1 + 1e-12)
+    return np.flatnonzero(approx <= thr)
+
+
+def _consistent(approx: np.ndarray, exact: np.ndarray, d: int) -> bool:
+    """Both values within their bounds of one exact distance (else a kernel is wrong here)."""
+    g, eta = _bound(d)
+    a, e = approx.astype(np.float64), exact.astype(np.float64)
+    return bool(np.all(np.abs(a - e) <= 2 * g / (1 - g) * np.maximum(a, e) + 2 * eta))
 
 
 def chunked_closest_order(

@@ -1,0 +1,106 @@
+"""Which first-pass kernel exact herding uses: a measured probe at first use, an override.
+
+Every kernel gives the reference's picks (each carries a rigorous bound and the candidates
+are settled exactly), so the choice only changes speed. ``torch-int8``
+(:class:`.scores.Int8Scores`, torch's weight-only int8 kernel over an int8 copy) is built
+and timed once per process on a small synthetic problem (~50 ms) and kept if it runs and
+passes its own bound check; else ``float32`` (:class:`.scores.Float32Scores`, one sgemv).
+(Timing float32 against it on that probe misleads: the probe is cache-resident, real groups
+are not — one run picked float32 and cost 1.35× a mat-vec per pick instead of ~0.5–1×.)
+The verdict is cached for the process: it affects time, never results.
+
+Kernels measured and not kept (this machine: AVX-512 VNNI, torch 2.13, FAISS 1.15.1):
+FAISS's 8-bit scalar-quantizer search (direct signed codes) returns distances ~0.4% off at
+``d >= 64`` — outside any rounding bound, so a checked version was always refused and never
+ran; fbgemm's dynamically quantized ``Linear`` is 2–4× faster per pick than the int8 kernel
+used here, but packing the weights took 75–480 ms (~60–900 float32 mat-vecs, with the load),
+more than ``k = 200`` picks save.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from .scores import (
+    INT8_MIN_ELEMENTS,
+    INT8_MIN_K,
+    Float32Scores,
+    Int8Scores,
+    int8_kernel_usable,
+)
+
+__all__ = ["KERNELS", "make_scores", "fastest_kernel", "Scorer"]
+
+#: the kernel names ``herding_order(..., kernel=...)`` accepts.
+KERNELS = ("torch-int8", "float32")
+#: the kernels the probe may choose (fastest usable one), float32 being the fallback.
+LOW_PRECISION = ("torch-int8",)
+
+Scorer = Float32Scores | Int8Scores
+_VERDICT: dict[str, str] = {}  # process-wide: which kernel the probe found fastest
+
+
+def _build(kind: str, xt: torch.Tensor, c32: np.ndarray, xmax: float) -> Scorer:
+    x32 = xt.numpy()
+    if kind == "torch-int8":
+        if not int8_kernel_usable(*x32.shape):
+            raise RuntimeError("torch's int8 kernel is not available")
+        return Int8Scores(x32, c32, xmax)
+    return Float32Scores(x32, c32, xmax)
+
+
+def _probe_seconds(kind: str, xt: torch.Tensor, c32: np.ndarray, xmax: float) -> float:
+    """Seconds to build ``kind`` on the probe data and run 64 first passes (best of 2)."""
+    d = xt.shape[1]
+    tp = np.cos(np.arange(d) * 0.3) * 2.0
+    tn = float(tp @ tp) ** 0.5
+    best = np.inf
+    for _ in range(2):
+        t0 = time.perf_counter()
+        scorer = _build(kind, xt, c32, xmax)
+        for _ in range(64):
+            scorer.scores(tp, tn)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def fastest_kernel() -> str:
+    """The low-precision kernel that ran fastest here on a probe, else ``float32`` (cached
+    for the process)."""
+    if "kernel" not in _VERDICT:
+        x = np.random.default_rng(0).standard_normal((8192, 256), dtype=np.float32)
+        xt = torch.from_numpy(x)
+        c32 = xt.mean(dim=0).numpy()
+        xmax = float(np.sqrt(np.einsum("ij,ij->i", x, x).max())) * 1.001
+        timed = {}
+        for kind in LOW_PRECISION:
+            try:
+                timed[kind] = _probe_seconds(kind, xt, c32, xmax)
+            except (ImportError, RuntimeError, TypeError, NotImplementedError):
+                continue  # missing or outside its bound here: not a candidate
+        _VERDICT["kernel"] = min(timed, key=timed.__getitem__) if timed else "float32"
+        _VERDICT.update({f"seconds {k}": f"{v:.4f}" for k, v in timed.items()})
+    return _VERDICT["kernel"]
+
+
+def make_scores(
+    xt: torch.Tensor, c32: np.ndarray, xmax: float, k: int, kernel: str | None = None
+) -> Scorer:
+    """The first-pass scorer for ``k`` picks over ``xt`` (float32 ``[N, d]``).
+
+    ``kernel=None`` chooses: float32 for inputs a float32 pass reads from cache or too few
+    picks to repay an int8 copy, else :func:`fastest_kernel`. A named kernel is forced
+    (tests, benchmarks); one that cannot run here falls back to float32.
+    """
+    n, d = (int(v) for v in xt.shape)
+    if kernel is None:
+        kernel = "float32"
+        if n * d >= INT8_MIN_ELEMENTS and k >= INT8_MIN_K:
+            kernel = fastest_kernel()
+    try:
+        return _build(kernel, xt, c32, xmax)
+    except (ImportError, RuntimeError, TypeError, NotImplementedError):
+        return Float32Scores(xt.numpy(), c32, xmax)  # the float32 pass is exact too

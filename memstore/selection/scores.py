@@ -1,0 +1,213 @@
+"""First-pass herding scorers: every row's score with a rigorous error bound, cheaply.
+
+Exact herding (:mod:`.herding`) scores all rows once per pick and re-scores only the rows
+that could still be the reference's pick. The scorers here make that first pass:
+
+* :class:`Float32Scores` — one float32 sgemv over the features (the fallback, always exact
+  enough: its bound is tight);
+* :class:`Int8Scores` — torch's weight-only int8 kernel over a centred int8 copy (private
+  torch API, looked up once, guarded and checked on a probe).
+
+:func:`.kernels.make_scores` picks one, by a measured probe at first use
+(:func:`.kernels.fastest_kernel`), overridable for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .readers import BLOCK_ELEMENTS, row_blocks
+
+__all__ = [
+    "U32",
+    "EPS32",
+    "gamma",
+    "Float32Scores",
+    "Int8Scores",
+    "float32_query",
+    "float32_error",
+    "int8_kernel_usable",
+    "INT8_MIN_ELEMENTS",
+    "INT8_MIN_K",
+]
+
+# torch's weight-only int8 mat-mul is private API: looked up once, guarded, checked on a probe
+# before each use (Int8Scores), with the float32 path as the fallback.
+_INT8_KERNEL = getattr(torch, "_weight_int8pack_mm", None)  # shape: allow private torch kernel
+
+U32 = 2.0**-24  # unit roundoff of float32
+EPS32 = 2.0**-23  # float32 machine epsilon
+_UBF16 = 2.0**-8  # unit roundoff of bfloat16
+INT8_MIN_ELEMENTS = 1 << 21  # below ~8 MiB of features a float32 pass is cache-resident
+INT8_MIN_K = 64  # building the int8 copy costs ~25 float32 passes; worth it from here
+
+
+def gamma(n: int, unit: float = U32) -> float:
+    """Higham's γ_n: relative error bound of an n-term floating-point dot product or sum."""
+    return n * unit / (1.0 - n * unit)
+
+
+# -- first-pass scores (in RAM) ---------------------------------------------------------------
+class Float32Scores:
+    """Estimates of ``σ'_j = ‖y_j‖² − 2⟨y_j, t'⟩`` (``y = x − center``) by one float32 sgemv.
+
+    ``⟨y, t'⟩ = ⟨x, t'⟩ − ⟨center, t'⟩``: the sgemv reads the features themselves and the
+    last term, the same for every row, is returned as ``shift``; only when the mean is large
+    against the spread (where that cancellation would cost precision) is a centred float32
+    copy made.
+    """
+
+    def __init__(self, x32: np.ndarray, c32: np.ndarray, xmax: float) -> None:
+        n, d = x32.shape
+        self.d, self.c64 = d, c32.astype(np.float64)
+        self.cn = float(self.c64 @ self.c64) ** 0.5
+        self.sq = np.empty(n, dtype=np.float32)
+        for a, b in row_blocks(n, d):
+            y = x32[a:b] - c32
+            self.sq[a:b] = np.einsum("ij,ij->i", y, y)
+        self.ymax = float(self.sq.max() * (1 + gamma(d + 2))) ** 0.5 * (1 + U32)
+        self.centred = self.cn > 2 * self.ymax
+        self.rows = x32 - c32 if self.centred else x32
+        self.rmax = self.ymax * (1 + 2 * U32) if self.centred else xmax
+
+    def scores(self, tp: np.ndarray, tn: float) -> tuple[np.ndarray, float]:
+        """``est`` (float32, fresh) and ``shift``: ``|est_j + shift − σ'_j| ≤ self.err(j)``."""
+        t32, tn32, ta = float32_query(tp)
+        est = self.rows @ t32  # ≈ −2⟨row, t'⟩
+        est += self.sq
+        self._err = float32_error(self.d, self.ymax, self.rmax, self.cn, tn32, ta, tn)
+        return est, 0.0 if self.centred else 2.0 * float(self.c64 @ tp)
+
+    def err(self, rows: Any = None) -> Any:
+        """The error bound of the last ``scores`` (the same for every row)."""
+        return self._err
+
+
+def float32_query(tp: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """``−2t'`` in float32, ``‖t'‖`` as rounded and the rounding error ``‖t'_32 − t'‖``."""
+    t32 = (-2.0 * tp).astype(np.float32)
+    t64 = t32.astype(np.float64)
+    tn32 = 0.5 * float(t64 @ t64) ** 0.5
+    t64 += 2.0 * tp
+    return t32, tn32, 0.5 * float(t64 @ t64) ** 0.5
+
+
+def float32_error(
+    d: int, ym: float, rm: float, cn: float, tn32: float, ta: float, tn: float
+) -> float:
+    """Bound on ``|rows @ t32 + ‖y‖² + shift − σ'|`` (float32), rows of norm <= ``rm``."""
+    g = gamma(d + 2)
+    bound = (
+        (g + 6 * U32) * ym * ym  # ‖y‖² in float32 (y itself rounded once)
+        + 2 * (g + U32) * rm * tn32  # the dot products; centred rows rounded once
+        + 2 * rm * ta  # t' rounded to float32
+        + U32 * (ym * ym + 2 * rm * tn32 * (1 + g))  # adding ‖y‖²
+        + 2 * gamma(d + 2, 2.0**-53) * cn * tn  # the shift, in float64
+        + 1e-14 * (rm + cn) * tn  # t' itself (float64)
+        + d * 2.0**-140  # subnormal products
+    )
+    return 1.01 * bound + 1e-30
+
+
+class Int8Scores:
+    """The same estimates from an int8 copy of ``y`` (per-row bf16 scale) and a bf16 query.
+
+    One pass reads a quarter of the float32 bytes. Torch's weight-only int8 kernel
+    (``torch._weight_int8pack_mm``) accumulates in float32; whatever its path (float32 or
+    bf16 dequantisation, bf16 output), ``|est_j − σ'_j| ≤ 2(‖y_j − ŷ_j‖·‖t'‖ + ‖ŷ_j‖·(‖t' − a‖
+    + κ‖a‖))`` plus float32 rounding, with ``ŷ`` the dequantised row, ``a`` the bf16 query and
+    ``κ = 2·u_bf16 + 2γ_2d``; the bound is per row. The kernel is checked against it on a
+    sample before use.
+    """
+
+    def __init__(self, x32: np.ndarray, c32: np.ndarray, xmax: float) -> None:
+        n, d = x32.shape
+        self.d, self.xmax = d, xmax
+        dpad = -(-d // 64) * 64  # the kernel reads 16-element vectors without a tail loop
+        self.q = torch.zeros((n, dpad), dtype=torch.int8)  # torch-allocated: aligned rows
+        qn = self.q.numpy()
+        self.sq = np.empty(n, dtype=np.float32)
+        scales = np.empty(n, dtype=np.float32)
+        res = np.empty(n, dtype=np.float32)
+        rows = max(16, BLOCK_ELEMENTS // (2 * d))  # cache-resident blocks
+        for a in range(0, n, rows):
+            b = min(n, a + rows)
+            y = x32[a:b] - c32
+            self.sq[a:b] = np.einsum("ij,ij->i", y, y)
+            # A bf16 scale >= max|y|/127, so |q| <= 127 (any rounding of y/s will do: the
+            # residual below is computed exactly whatever q is).
+            amax = np.maximum(y.max(axis=1), -y.min(axis=1)) * np.float32(1 / 126.5)
+            s = torch.from_numpy(amax).bfloat16().float().numpy()
+            s[~(s >= 2.0**-100)] = 1.0  # ~zero rows: q = 0 (no subnormal scale to flush)
+            q = y * (np.float32(1) / s)[:, None]
+            np.rint(q, out=q)
+            qn[a:b, :d] = q
+            q *= s[:, None]  # exact: 8-bit scale times a 7-bit integer
+            y -= q  # exact (Sterbenz): the quantisation residual
+            res[a:b] = np.einsum("ij,ij->i", y, y)
+            scales[a:b] = s
+        g = gamma(d + 2)
+        self.g = g
+        ynorm = np.sqrt(self.sq * np.float32(1 + g))  # ≥ ‖y_j‖ as rounded
+        # ‖y_j − ŷ_j‖ (y = x − c was itself rounded once) and ‖ŷ_j‖, rounded up; doubled.
+        resb = np.sqrt(res * np.float32(1 + g)) + np.float32(2 * U32) * ynorm
+        self.res2 = (resb * np.float32(2.02)).astype(np.float32)
+        self.yh2 = ((ynorm + resb) * np.float32(2.02)).astype(np.float32)
+        self.ymax = float(self.sq.max() * (1 + g)) ** 0.5 * (1 + U32)
+        self.res2max = float(self.res2.max())
+        self.yh2max = float(self.yh2.max())
+        self.scales2 = torch.from_numpy(2 * scales).bfloat16()  # exact: a power of two
+        self.kappa = 2 * _UBF16 + 2 * _UBF16 * _UBF16 + 2 * gamma(2 * d + 4)
+        self.a = torch.zeros((1, dpad), dtype=torch.bfloat16)
+        self._check_kernel(qn[: min(n, 256), :d], scales[: min(n, 256)])
+
+    def _check_kernel(self, q: np.ndarray, scales: np.ndarray) -> None:
+        """Refuse a kernel whose output breaks the bound (another torch build, a new path)."""
+        probe = np.cos(np.arange(self.d) * 0.7) * (1 + np.arange(self.d) % 3)
+        self.a[0, : self.d] = torch.from_numpy(probe)
+        a64 = self.a[0, : self.d].double().numpy()
+        out = _INT8_KERNEL(self.a, self.q[: len(q)], self.scales2[: len(q)])
+        yhat = q.astype(np.float64) * scales[:, None].astype(np.float64)
+        exact = 2 * (yhat @ a64)
+        bound = 2 * np.linalg.norm(yhat, axis=1) * np.linalg.norm(a64) * self.kappa + 1e-30
+        if not np.all(np.abs(out[0].double().numpy() - exact) <= bound):
+            raise RuntimeError("int8 kernel outside its error bound")
+
+    def scores(self, tp: np.ndarray, tn: float) -> tuple[np.ndarray, float]:
+        """``est`` (float32, fresh) and ``shift = 0``: ``|est_j − σ'_j| ≤ self.err(j)``."""
+        d = self.d
+        self.a[0, :d] = torch.from_numpy(tp)  # round to bf16
+        a64 = self.a[0, :d].double().numpy()
+        an = float(a64 @ a64) ** 0.5
+        a64 -= tp
+        query = float(a64 @ a64) ** 0.5 + self.kappa * an  # bf16 query, kernel rounding
+        out = _INT8_KERNEL(self.a, self.q, self.scales2)
+        est = self.sq - out[0].float().numpy()
+        ym = self.ymax
+        omax = self.yh2max * an * (1 + self.kappa)
+        emax = self.res2max * tn + self.yh2max * query
+        common = (
+            (self.g + 6 * U32) * ym * ym  # ‖y‖² in float32
+            + 2 * U32 * (ym * ym + omax + emax)  # the float32 subtraction, comparisons
+            + 1e-14 * ym * tn  # t' itself (float64)
+            + self.yh2max * d**0.5 * 2.0**-125
+            + d * 2.0**-122  # flushed subnormals
+        )
+        self._coef = (tn, query, 1.01 * common + 1e-30)
+        return est, 0.0
+
+    def err(self, rows: Any = None) -> Any:
+        """Error bounds of the last ``scores``: of ``rows`` (float64), or their maximum."""
+        a, b, c = self._coef
+        if rows is None:
+            return 1.01 * (self.res2max * a + self.yh2max * b) + c
+        return 1.01 * (self.res2[rows] * a + self.yh2[rows] * b) + c
+
+
+def int8_kernel_usable(n: int, d: int) -> bool:
+    """Whether torch's weight-only int8 kernel exists and can index an ``n×d`` copy."""
+    dpad = -(-d // 64) * 64
+    return _INT8_KERNEL is not None and n * dpad < 2**31  # the kernel indexes with int32
