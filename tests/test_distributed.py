@@ -8,10 +8,8 @@ columns (float32 logits [n, 3] and a bool [n] column) travelling with their rows
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import memstore
 from memstore import distributed as mdist
 from memstore.distributed.update import state_digest
 from memstore.features.cache import CHUNK_ROWS
+from memstore.testing.gloo import free_port, init_loopback_group
 
 N, SOURCE = 240, "train"
 CACHE_N = 2 * CHUNK_ROWS + 100  # three feature-cache chunks, the last one short
@@ -108,22 +107,7 @@ def single_process(name: str, payload: bool = False):
     return buf
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _init(rank: int, world: int, port: int, timeout: float = 20.0) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=world,
-        timeout=datetime.timedelta(seconds=timeout),
-    )
+_init = init_loopback_group
 
 
 def _build_worker(rank: int, world: int, port: int, out: str, targets: list) -> None:

@@ -32,12 +32,12 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
-import datetime  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
-import socket  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+
+from memstore.testing.gloo import free_port  # noqa: E402
 
 
 def _rank(rank: int, world: int, port: int, args: dict, out: str) -> None:
@@ -48,15 +48,9 @@ def _rank(rank: int, world: int, port: int, args: dict, out: str) -> None:
     import memstore
     from memstore import distributed as mdist
     from memstore.distributed.update import state_digest
+    from memstore.testing.gloo import init_loopback_group
 
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=world,
-        timeout=datetime.timedelta(seconds=600),
-    )
+    init_loopback_group(rank, world, port, timeout=600.0)
     index_store = memstore.open_store(args["index"], mode="r")
     run_url = os.path.join(out, f"world{world}.zarr")
     if rank == 0:
@@ -101,9 +95,7 @@ def _rank(rank: int, world: int, port: int, args: dict, out: str) -> None:
 def _run(world: int, args: dict, out: str) -> list[dict]:
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_rank, args=(r, world, port, args, out)) for r in range(world)]
     for p in procs:
