@@ -110,6 +110,12 @@ def test_probe_conditional_put_on_fs_and_client(server, bucket):
 
 
 def test_racing_creates_have_exactly_one_winner(server, bucket):
+    # Moto checks If-None-Match and stores the object in two steps without a lock, so two
+    # simultaneous creates can both succeed (seen in CI: two winners of four). The
+    # concurrency suites therefore run on SeaweedFS only (tests/test_store_s3.py); moto serves
+    # the single-writer tests.
+    if server.kind == "moto":
+        pytest.skip("moto's conditional create is not atomic under concurrent requests")
     results: list[tuple[int, str]] = []
     lock = threading.Lock()
     clients = [server.client() for _ in range(4)]

@@ -10,6 +10,8 @@ The tests talk to these servers over HTTP exactly as they would to AWS; nothing 
   its buckets in process-wide globals, so every moto server in one process shares them: use
   distinct bucket names (:meth:`S3Server.make_bucket` does by default). ``enforce_auth=True``
   makes moto check signatures (process-wide while the server runs);
+  Moto honours ``If-None-Match: *`` one request at a time, but checks and stores without a
+  lock, so simultaneous creates of one key can all succeed: concurrency tests use SeaweedFS.
   ``ignore_conditional_writes=True`` drops the ``If-None-Match`` header before moto sees it —
   a conforming server in every other respect, for testing that such a server is detected.
 * :func:`probe_conditional_put` tells whether a server honours create-if-absent PUTs.
