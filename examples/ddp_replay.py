@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 import memstore  # noqa: E402
 from memstore import distributed as mdist  # noqa: E402
-from memstore.distributed.update import state_digest  # noqa: E402
+from memstore.policies.base import state_digest  # noqa: E402
 
 BUFFER, WORLD, BATCH = "replay", 2, 32
 

@@ -33,7 +33,7 @@ from memstore.testing.store_child import (
     crash_buffer,
     crash_run_state,
     crash_step,
-    state_checksum,
+    state_digest,
 )
 
 NAME = "mem"
@@ -60,7 +60,7 @@ class Expected:
     def __getitem__(self, seq: int) -> str:
         while len(self.digests) <= seq:
             crash_step(self.buf, len(self.digests), self.rows)
-            self.digests.append(state_checksum(self.buf.state_dict()))
+            self.digests.append(state_digest(self.buf.state_dict()))
         return self.digests[seq]
 
 
@@ -178,7 +178,7 @@ def _check_after_kill(store_url, storage_options, where: str, last: int, expecte
     assert latest in want, f"killed in {where!r}: latest {latest}, expected {want}"
     if latest >= 0:
         loaded = store.load(NAME)
-        assert state_checksum(loaded.state_dict()) == expected[latest], where
+        assert state_digest(loaded.state_dict()) == expected[latest], where
     return store, latest
 
 
@@ -231,7 +231,7 @@ def test_sigkill_during_commits_leaves_previous_or_next_commit(store_url, storag
     assert any("/snapshots/" in p for p in removed)
     assert store.verify() == []
     assert [c.seq for c in store.log(NAME)] == [last - 1, last]
-    assert state_checksum(store.load(NAME).state_dict()) == expected[last]
+    assert state_digest(store.load(NAME).state_dict()) == expected[last]
     base = os.path.join(store_url, "buffers", NAME)
     # Pruned commits leave tombstones: every seq 0..last stays taken, none is ever reused.
     assert sorted(os.listdir(os.path.join(base, "commits"))) == [

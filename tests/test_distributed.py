@@ -21,8 +21,8 @@ import torch.multiprocessing as mp
 
 import memstore
 from memstore import distributed as mdist
-from memstore.distributed.update import state_digest
 from memstore.features.cache import CHUNK_ROWS
+from memstore.policies.base import state_digest
 from memstore.testing.gloo import free_port, init_loopback_group
 
 N, SOURCE = 240, "train"

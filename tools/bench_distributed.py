@@ -47,7 +47,7 @@ def _rank(rank: int, world: int, port: int, args: dict, out: str) -> None:
 
     import memstore
     from memstore import distributed as mdist
-    from memstore.distributed.update import state_digest
+    from memstore.policies.base import state_digest
     from memstore.testing.gloo import init_loopback_group
 
     init_loopback_group(rank, world, port, timeout=600.0)

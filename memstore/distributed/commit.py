@@ -7,10 +7,10 @@ from typing import Any
 
 from memstore._validation import param_error
 from memstore.policies import ExemplarsBuffer
+from memstore.policies.base import state_digest
 from memstore.store import Store
 
 from .comm import CollectiveError, agree, broadcast_small, rank_and_size
-from .update import state_digest
 
 __all__ = ["save"]
 

@@ -28,8 +28,6 @@ Which results do not depend on the number of ranks or the split, and why:
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,7 +42,7 @@ from memstore.policies import (
     ParametricBuffer,
     ReservoirSamplingBuffer,
 )
-from memstore.policies.base import check_known_ids
+from memstore.policies.base import check_known_ids, state_digest
 from memstore.policies.reservoir import hash_draws, hash_order
 
 from .comm import CollectiveError, agree, all_gather_rows, rank_and_size
@@ -54,29 +52,6 @@ from .wire import payload_words, wire_schema, words_payload
 __all__ = ["update", "state_digest", "local_top", "canonical", "apply_union"]
 
 _OWNER = "memstore.distributed.update"
-
-
-def state_digest(state: Mapping[str, Any]) -> str:
-    """A blake2b digest of a ``state_dict`` (arrays by bytes, the rest as sorted JSON).
-
-    Ranks compare digests to make sure they hold the same buffer before a collective step.
-    Cost O(state size).
-    """
-    h = hashlib.blake2b(digest_size=16)
-
-    def walk(value: Any) -> Any:
-        if isinstance(value, np.ndarray):
-            h.update(f"{value.dtype}{value.shape}".encode())
-            h.update(np.ascontiguousarray(value).tobytes())
-            return "<array>"
-        if isinstance(value, Mapping):
-            return {str(k): walk(v) for k, v in sorted(value.items())}
-        if isinstance(value, (list, tuple)):
-            return [walk(v) for v in value]
-        return value
-
-    h.update(json.dumps(walk(state), sort_keys=True, default=str).encode())
-    return h.hexdigest()
 
 
 def _check_args(buffer: Any, experience: Any, sources: Any) -> None:

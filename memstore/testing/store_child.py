@@ -2,7 +2,7 @@
 
 Importable part: the deterministic stream (two :class:`~memstore.ArraySource` sources, five
 experiences, a resize after the third), one buffer factory per policy, a seeded feature model,
-and :func:`state_checksum`. The test in the parent and this script in a fresh process build the
+and :func:`state_digest`. The test in the parent and this script in a fresh process build the
 same objects from the same names, so the child can resume a buffer the parent saved.
 
 Run as a module (``python -m memstore.testing.store_child MODE ...``; :data:`CHILD` is that
@@ -28,7 +28,6 @@ command line):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -50,6 +49,7 @@ from memstore import (
     ParametricBuffer,
     ReservoirSamplingBuffer,
 )
+from memstore.policies.base import state_digest
 
 __all__ = [
     "CHILD",
@@ -61,7 +61,7 @@ __all__ = [
     "strategy_for",
     "apply_step",
     "run_stream",
-    "state_checksum",
+    "state_digest",
     "crash_buffer",
     "crash_step",
     "crash_run_state",
@@ -171,25 +171,6 @@ def run_stream(policy: str, upto: int, sources: dict | None = None) -> memstore.
     return buf
 
 
-def state_checksum(state: dict[str, Any]) -> str:
-    """A digest of a whole ``state_dict`` (scalars, arrays with dtype and shape)."""
-    h = hashlib.blake2b(digest_size=16)
-
-    def feed(value: Any) -> None:
-        if isinstance(value, dict):
-            for key in sorted(value):
-                h.update(f"<{key}>".encode())
-                feed(value[key])
-        elif isinstance(value, np.ndarray):
-            h.update(f"{value.dtype}{value.shape}".encode())
-            h.update(np.ascontiguousarray(value).tobytes())
-        else:
-            h.update(json.dumps(value, sort_keys=True).encode())
-
-    feed(state)
-    return h.hexdigest()
-
-
 # --------------------------------------------------------------------------------------------
 # crash loop: a big reservoir so that each save takes ~50-150 ms
 
@@ -269,7 +250,7 @@ def crash_worker(url: str, name: str, rows: int, run_state_size: int = 0) -> Non
     for _ in range(50):
         _emit("phase update")
         crash_step(buf, step, rows)
-        digest = state_checksum(buf.state_dict())
+        digest = state_digest(buf.state_dict())
         run = crash_run_state(step, run_state_size) if run_state_size else None
         commit = store.save(name, buf, message=f"step {step}", run_state=run)
         _emit("phase saved")
@@ -342,7 +323,7 @@ def resume(url: str, jobs: list[dict[str, str]]) -> None:
         out[name] = {
             "start": start,
             "seq": commit.seq,
-            "checksum": state_checksum(buf.state_dict()),
+            "checksum": state_digest(buf.state_dict()),
         }
     print(json.dumps(out), flush=True)
 
@@ -419,7 +400,7 @@ def reader(url: str, name: str) -> None:
             _emit(f"error {type(err).__name__}: {err}")
             continue
         loads += 1
-        digest = state_checksum(buf.state_dict())
+        digest = state_digest(buf.state_dict())
         if seen.setdefault(seq, digest) != digest:
             _emit(f"error commit {seq} changed: {seen[seq]} then {digest}")
     for seq, digest in sorted(seen.items()):

@@ -9,7 +9,7 @@ import pytest
 
 from memstore import ConcurrentCommitError, ReservoirSamplingBuffer, open_store
 from memstore.testing.reference import assert_state_equal
-from memstore.testing.store_child import CHILD, add_rows, child_env, state_checksum
+from memstore.testing.store_child import CHILD, add_rows, child_env, state_digest
 
 from .base import StoreFixtures
 from .files import manifest
@@ -87,7 +87,7 @@ class ConcurrencyTests(StoreFixtures):
         for _, seq, digest in seen:
             if int(seq) not in digests:
                 state = store.load(NAME, commit=int(seq)).state_dict()
-                digests[int(seq)] = state_checksum(state)
+                digests[int(seq)] = state_digest(state)
             assert digests[int(seq)] == digest, f"reader saw commit {seq} with another content"
 
     def test_writers_lose_no_update_while_gc_runs(self, store_url, storage_options):

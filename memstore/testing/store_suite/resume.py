@@ -24,7 +24,7 @@ from memstore.testing.store_child import (
     make_experience,
     make_model,
     run_stream,
-    state_checksum,
+    state_digest,
     strategy_for,
 )
 
@@ -86,7 +86,7 @@ class ResumeTests(StoreFixtures):
             loaded = store.load(name, selection_strategy=strategy_for(policy))
             try:
                 assert_state_equal(loaded.state_dict(), expected[name])
-                assert report[name]["checksum"] == state_checksum(expected[name])
+                assert report[name]["checksum"] == state_digest(expected[name])
             except AssertionError as err:
                 failures.append(f"{name}: {err}")
         assert not failures, "\n".join(failures)
