@@ -95,6 +95,30 @@ def test_a_damaged_index_is_a_named_error_on_request(tmp_path, feats):
         )
 
 
+def test_checksums_sha256_and_the_former_blake2b(tmp_path, feats, fresh):
+    """New indexes carry a SHA-256 checksum; one saved with the former blake2b checksum still
+    loads (the algorithm is named in the checksum); an unknown algorithm is damage."""
+    import hashlib
+
+    group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    cache = IndexCache(group, "v1")
+    approximate_herding_order(feats, K, index_cache=cache, **OPTS)
+    arr = group["ivf_index"]
+    data = np.asarray(arr[:]).tobytes()
+    assert arr.attrs["checksum"] == "sha256:" + hashlib.sha256(data).hexdigest()
+    arr.attrs["checksum"] = "blake2b:" + hashlib.blake2b(data, digest_size=16).hexdigest()
+    reader = CountingReader(feats)
+    np.testing.assert_array_equal(
+        approximate_herding_order(reader, K, index_cache=cache, **OPTS), fresh
+    )
+    assert reader.reads == 0
+    arr.attrs["checksum"] = "md5:" + hashlib.md5(data).hexdigest()
+    with pytest.raises(CorruptStoreError, match="unknown checksum 'md5:"):
+        approximate_herding_order(
+            feats, K, index_cache=IndexCache(group, "v1", on_damage="raise"), **OPTS
+        )
+
+
 def test_the_feature_cache_holds_the_index(tmp_path, feats, fresh):
     store = memstore.open_store(str(tmp_path / "m.zarr"))
     entry = store.feature_cache("k", N, D)

@@ -162,15 +162,20 @@ def herding_order(features: np.ndarray, k: int, *, kernel: str | None = None) ->
         tn = float(tp @ tp) ** 0.5
         bound = dict(tn=tn, cur_norm=float(cur64 @ cur64) ** 0.5, xmax=xmax, cn=cn, d=d)
         if scores is not None:
-            cand = _screen(scores, x32, picks[:i], c64, tp, bound, i)
+            cand = _screen(scores, x32, taken, c64, tp, bound, i)
             if cand is None:  # int8 bound too loose here: float32 from now on
                 scores = Float32Scores(x32, c32, xmax)
+                scores.exclude(picks[:i])
                 continue
         else:
             cand = np.flatnonzero(~taken)  # no usable bound: the reference over all rows
-        p = int(cand[reference_pick(cur32, xt[torch.from_numpy(cand)], i, center_t)])
+        p = int(cand[0])
+        if len(cand) > 1:
+            p = int(cand[reference_pick(cur32, xt[torch.from_numpy(cand)], i, center_t)])
         picks[i] = p
         taken[p] = True
+        if scores is not None:
+            scores.exclude(p)
         advance_center(cur32, x32[p], i)
         i += 1
     return picks
@@ -192,24 +197,22 @@ def _rescore(
 def _screen(
     scores: Float32Scores | Int8Scores,
     x32: np.ndarray,
-    picked: np.ndarray,
+    taken: np.ndarray,
     c64: np.ndarray,
     tp: np.ndarray,
     bound: dict[str, Any],
     i: int,
 ) -> np.ndarray | None:
-    """Candidates from a full first pass (float32 or int8 scores of every row); ``None``
-    when the int8 bound leaves too many rows (the caller switches to float32)."""
+    """Candidates from a full first pass (float32 or int8 scores of every row; the scorer
+    scores taken rows +inf); ``None`` when the int8 bound leaves too many rows (the caller
+    switches to float32)."""
     tn, xmax, cn, d = bound["tn"], bound["xmax"], bound["cn"], bound["d"]
     n = x32.shape[0]
     est, shift = scores.scores(tp, tn)
-    est[picked] = np.inf
     j0 = int(np.argmin(est))
     best = float(est[j0]) + float(scores.err(j0))  # ≥ the smallest σ' (− shift)
     if not best < np.inf:  # no usable bound: the reference over every unpicked row
-        unpicked = np.ones(n, dtype=bool)
-        unpicked[picked] = False
-        return np.flatnonzero(unpicked)
+        return np.flatnonzero(~taken)
     margin = near_tie_margin(i, best + shift, **bound)
     # Candidates: est_j − err_j ≤ best + margin (a cheap superset first).
     thr = best + margin

@@ -73,8 +73,13 @@ class Float32Scores:
         self.rows = x32 - c32 if self.centred else x32
         self.rmax = self.ymax * (1 + 2 * U32) if self.centred else xmax
 
+    def exclude(self, rows: Any) -> None:
+        """Score ``rows`` +inf from now on (picked rows): ``‖y‖²`` of them becomes +inf."""
+        self.sq[rows] = np.inf
+
     def scores(self, tp: np.ndarray, tn: float) -> tuple[np.ndarray, float]:
-        """``est`` (float32, fresh) and ``shift``: ``|est_j + shift − σ'_j| ≤ self.err(j)``."""
+        """``est`` (float32, fresh) and ``shift``: ``|est_j + shift − σ'_j| ≤ self.err(j)``
+        (+inf for excluded rows)."""
         t32, tn32, ta = float32_query(tp)
         est = self.rows @ t32  # ≈ −2⟨row, t'⟩
         est += self.sq
@@ -133,21 +138,26 @@ class Int8Scores:
         scales = np.empty(n, dtype=np.float32)
         res = np.empty(n, dtype=np.float32)
         rows = max(16, BLOCK_ELEMENTS // (2 * d))  # cache-resident blocks
+        ybuf = np.empty((min(n, rows), d), dtype=np.float32)  # reused: no page faults
+        qbuf = np.empty_like(ybuf)
         for a in range(0, n, rows):
             b = min(n, a + rows)
-            y = x32[a:b] - c32
-            self.sq[a:b] = np.einsum("ij,ij->i", y, y)
+            y, q = ybuf[: b - a], qbuf[: b - a]
+            np.subtract(x32[a:b], c32, out=y)
+            np.einsum("ij,ij->i", y, y, out=self.sq[a:b])
             # A bf16 scale >= max|y|/127, so |q| <= 127 (any rounding of y/s will do: the
             # residual below is computed exactly whatever q is).
-            amax = np.maximum(y.max(axis=1), -y.min(axis=1)) * np.float32(1 / 126.5)
+            np.abs(y, out=q)
+            amax = q.max(axis=1)
+            amax *= np.float32(1 / 126.5)
             s = torch.from_numpy(amax).bfloat16().float().numpy()
             s[~(s >= 2.0**-100)] = 1.0  # ~zero rows: q = 0 (no subnormal scale to flush)
-            q = y * (np.float32(1) / s)[:, None]
+            np.multiply(y, (np.float32(1) / s)[:, None], out=q)
             np.rint(q, out=q)
             qn[a:b, :d] = q
             q *= s[:, None]  # exact: 8-bit scale times a 7-bit integer
             y -= q  # exact (Sterbenz): the quantisation residual
-            res[a:b] = np.einsum("ij,ij->i", y, y)
+            np.einsum("ij,ij->i", y, y, out=res[a:b])
             scales[a:b] = s
         g = gamma(d + 2)
         self.g = g
@@ -162,7 +172,14 @@ class Int8Scores:
         self.scales2 = torch.from_numpy(2 * scales).bfloat16()  # exact: a power of two
         self.kappa = 2 * _UBF16 + 2 * _UBF16 * _UBF16 + 2 * gamma(2 * d + 4)
         self.a = torch.zeros((1, dpad), dtype=torch.bfloat16)
+        self._query = self.a[0, :d]  # the bf16 query, written in place by ``scores``
+        self._sq_t = torch.from_numpy(self.sq)
+        self._est_t = torch.empty(n, dtype=torch.float32)
         self._check_kernel(qn[: min(n, 256), :d], scales[: min(n, 256)])
+
+    def exclude(self, rows: Any) -> None:
+        """Score ``rows`` +inf from now on (picked rows): ``‖y‖²`` of them becomes +inf."""
+        self.sq[rows] = np.inf
 
     def _check_kernel(self, q: np.ndarray, scales: np.ndarray) -> None:
         """Refuse a kernel whose output breaks the bound (another torch build, a new path)."""
@@ -177,15 +194,16 @@ class Int8Scores:
             raise RuntimeError("int8 kernel outside its error bound")
 
     def scores(self, tp: np.ndarray, tn: float) -> tuple[np.ndarray, float]:
-        """``est`` (float32, fresh) and ``shift = 0``: ``|est_j − σ'_j| ≤ self.err(j)``."""
-        d = self.d
-        self.a[0, :d] = torch.from_numpy(tp)  # round to bf16
-        a64 = self.a[0, :d].double().numpy()
+        """``est`` (float32; overwritten by the next call) and ``shift = 0``:
+        ``|est_j − σ'_j| ≤ self.err(j)`` (+inf for excluded rows)."""
+        query_t = self._query
+        query_t.copy_(torch.from_numpy(tp))  # round to bf16
+        a64 = query_t.double().numpy()
         an = float(a64 @ a64) ** 0.5
         a64 -= tp
         query = float(a64 @ a64) ** 0.5 + self.kappa * an  # bf16 query, kernel rounding
         out = _INT8_KERNEL(self.a, self.q, self.scales2)
-        est = self.sq - out[0].float().numpy()
+        torch.sub(self._sq_t, out[0], out=self._est_t)
         ym = self.ymax
         omax = self.yh2max * an * (1 + self.kappa)
         emax = self.res2max * tn + self.yh2max * query
@@ -193,11 +211,11 @@ class Int8Scores:
             (self.g + 6 * U32) * ym * ym  # ‖y‖² in float32
             + 2 * U32 * (ym * ym + omax + emax)  # the float32 subtraction, comparisons
             + 1e-14 * ym * tn  # t' itself (float64)
-            + self.yh2max * d**0.5 * 2.0**-125
-            + d * 2.0**-122  # flushed subnormals
+            + self.yh2max * self.d**0.5 * 2.0**-125
+            + self.d * 2.0**-122  # flushed subnormals
         )
         self._coef = (tn, query, 1.01 * common + 1e-30)
-        return est, 0.0
+        return self._est_t.numpy(), 0.0
 
     def err(self, rows: Any = None) -> Any:
         """Error bounds of the last ``scores``: of ``rows`` (float64), or their maximum."""
