@@ -33,6 +33,7 @@ from .history import Commit, History, Origin, commit_of
 from .maintenance import Problem, gc_store, verify_store
 from .run_state import RunStates, prepare
 from .source_index import SourceIndexes
+from .summary import describe_commit
 
 __all__ = ["open_store", "Store", "Commit", "Origin", "Problem", "FORMAT_VERSION"]
 
@@ -233,31 +234,10 @@ class Store:
         return buffer
 
     def describe(self, name: str, commit: int | None = None) -> dict[str, Any]:
-        """A JSON-able summary of a commit: policy, sizes, groups, classes, sources, history."""
+        """A JSON-able summary of a commit: policy, sizes, groups, classes, sources, history
+        (:func:`~memstore.store.summary.describe_commit`). Cost: one snapshot read and the log."""
         parsed, state = self._history.checked(name, commit, "Store.describe")
-        classes, counts = np.unique(state["columns"]["targets"], return_counts=True)
-        groups = parsed["groups"]
-        return {
-            "buffer": name,
-            "commit": commit_of(parsed).__dict__,
-            "policy": parsed["policy"],
-            "params": parsed["params"],
-            "strategy": parsed.get("strategy"),
-            "size": parsed["sizes"]["rows"],
-            "num_updates": parsed["num_updates"],
-            "groups": [
-                {"key": k, "max_size": m, "size": n}
-                for k, m, n in zip(
-                    groups["keys"], groups["max_sizes"], groups["sizes"], strict=True
-                )
-            ],
-            "classes": {
-                str(c): int(n) for c, n in zip(classes.tolist(), counts.tolist(), strict=True)
-            },
-            "sources": parsed.get("sources", {}),
-            "run_state": parsed.get("run_state"),
-            "commits": [c.__dict__ for c in self.log(name)],
-        }
+        return describe_commit(name, parsed, state, self.log(name))
 
     def diff(self, name: str, a: int, b: int) -> dict[str, Any]:
         """Exemplars added / removed from commit ``a`` to ``b`` (``[source, id]``), per group,
