@@ -233,6 +233,17 @@ class Store:
         buffer.origin = Origin(self._location, name, int(parsed["seq"]))
         return buffer
 
+    def check_sources(
+        self, name: str, sources: Mapping[str, Any], commit: int | None = None
+    ) -> dict[str, str]:
+        """Each of ``sources``' fingerprints (source name -> dataset), checked against the ones
+        recorded with ``commit`` (default: the latest) as :meth:`load` checks them
+        (:class:`~memstore.errors.SourceMismatchError`). Cost: one manifest read and one
+        fingerprint per source."""
+        sources = checks.sources_mapping(sources, "Store.check_sources") or {}
+        parsed = self._history.manifest(name, commit, "Store.check_sources")
+        return manifest.checked_fingerprints(parsed, sources, name)
+
     def describe(self, name: str, commit: int | None = None) -> dict[str, Any]:
         """A JSON-able summary of a commit: policy, sizes, groups, classes, sources, history
         (:func:`~memstore.store.summary.describe_commit`). Cost: one snapshot read and the log."""
