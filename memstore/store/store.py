@@ -250,6 +250,13 @@ class Store:
         parsed, state = self._history.checked(name, commit, "Store.describe")
         return describe_commit(name, parsed, state, self.log(name))
 
+    def describe_log(self, name: str) -> list[dict[str, Any]]:
+        """:meth:`describe` of each commit :meth:`log` lists, oldest first (damage refused as
+        there). Cost: O(commits): one manifest and one snapshot read per commit."""
+        parsed = self._history.manifests(name)
+        log = [commit_of(p) for p in parsed]
+        return [describe_commit(name, p, self._history.checked_state(name, p), log) for p in parsed]
+
     def diff(self, name: str, a: int, b: int) -> dict[str, Any]:
         """Exemplars added / removed from commit ``a`` to ``b`` (``[source, id]``), per group,
         and parameter and source changes; schema in :mod:`memstore.store.diff`. O(n log n)."""
