@@ -245,8 +245,9 @@ class Store:
         return manifest.checked_fingerprints(parsed, sources, name)
 
     def describe(self, name: str, commit: int | None = None) -> dict[str, Any]:
-        """A JSON-able summary of a commit: policy, sizes, groups, classes, sources, history
-        (:func:`~memstore.store.summary.describe_commit`). Cost: one snapshot read and the log."""
+        """A JSON-able summary of a commit: policy, sizes, groups, classes, sources, payload
+        columns, history (:func:`~memstore.store.summary.describe_commit`). Cost: one
+        snapshot read and the log."""
         parsed, state = self._history.checked(name, commit, "Store.describe")
         return describe_commit(name, parsed, state, self.log(name))
 

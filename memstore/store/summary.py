@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from memstore.experiences import PAYLOAD_PREFIX
+
 from .history import Commit, commit_of
 
 __all__ = ["describe_commit"]
@@ -21,7 +23,8 @@ def describe_commit(
 ) -> dict[str, Any]:
     """The summary of buffer ``name`` at the commit ``parsed`` describes (``state``: its
     checked state; ``commits``: the buffer's log): policy, sizes, groups, classes, sources,
-    run state, history. Cost: O(rows log rows) for the class histogram."""
+    payload columns (``{name: {"dtype", "shape"}}``, the shape of one exemplar's value; ``{}``
+    without payloads), run state, history. Cost: O(rows log rows) for the class histogram."""
     classes, counts = np.unique(state["columns"]["targets"], return_counts=True)
     groups = parsed["groups"]
     return {
@@ -38,6 +41,14 @@ def describe_commit(
         ],
         "classes": {str(c): int(n) for c, n in zip(classes.tolist(), counts.tolist(), strict=True)},
         "sources": parsed.get("sources", {}),
+        "payload": {
+            key.removeprefix(PAYLOAD_PREFIX): {
+                "dtype": str(col.dtype),
+                "shape": list(col.shape[1:]),
+            }
+            for key, col in sorted(state["columns"].items())
+            if key.startswith(PAYLOAD_PREFIX)
+        },
         "run_state": parsed.get("run_state"),
         "commits": [c.__dict__ for c in commits],
     }
