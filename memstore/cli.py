@@ -107,6 +107,12 @@ def _inspect(args: argparse.Namespace) -> int:
                 [[k, v.get("fingerprint")] for k, v in s["sources"].items()],
             )
         )
+        for col, spec in s["payload"].items():
+            con.print(
+                f"payload {col}: {spec['dtype']}, shape {spec['shape']} per exemplar", markup=False
+            )
+        if not s["payload"]:
+            con.print("payload: none")
         con.print(
             _table(
                 "commits",
@@ -281,7 +287,9 @@ def _export(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memstore", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("inspect", help="policy, sizes, groups, classes, sources, commits")
+    p = sub.add_parser(
+        "inspect", help="policy, sizes, groups, classes, sources, payload columns, commits"
+    )
     p.add_argument("store")
     p.add_argument("name", nargs="?")
     p.add_argument("--commit", type=int, default=None)

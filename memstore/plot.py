@@ -53,14 +53,14 @@ def plot_data(store: Store, name: str) -> dict[str, Any]:
     "group_sizes": [[size per group] per commit] (0 where absent), "group_quotas": [[max_size
     per group] per commit] (None where absent)}``.
 
-    Taken from :meth:`Store.describe` of each commit (so damage is refused as there). Cost: one
-    snapshot read per commit, plus the log per commit (O(commits²) small manifest reads).
+    Taken from :meth:`Store.describe_log`, :meth:`Store.describe` of each commit (so damage is
+    refused as there). Cost: O(commits): one manifest and one snapshot read per commit.
     """
     if not isinstance(store, Store):
         raise param_error(
             "store", "plot_data", "a memstore Store", store, kind=InvalidParameterTypeError
         )
-    summaries = [store.describe(name, c.seq) for c in store.log(name)]
+    summaries = store.describe_log(name)
     classes = sorted({int(k) for s in summaries for k in s["classes"]})
     groups: dict[int, None] = {}
     for s in summaries:

@@ -6,6 +6,7 @@ exemplars, metadata), readable by a plain ``webdataset.WebDataset`` and re-opena
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -92,6 +93,56 @@ def test_export_reopens_as_a_shard_source_and_reads_with_plain_webdataset(memory
     ex0 = store.load("replay", 0).buffer
     assert older.record["commit"] == 0 and older.count == len(ex0)
     np.testing.assert_array_equal(memstore.open_export(tmp / "old").targets, ex0.targets)
+
+
+def test_export_loads_once_and_fingerprints_each_source_once(memory, monkeypatch):
+    store, shards, arrays, inputs, tmp = memory
+    calls: Counter = Counter()
+
+    class CountedArrays(memstore.ArraySource):
+        def fingerprint(self) -> str:
+            calls["fingerprint extra"] += 1
+            return super().fingerprint()
+
+    shard_fingerprint = ShardSource.fingerprint
+
+    def counted_shard_fingerprint(self):
+        calls[f"fingerprint {self.name}"] += 1
+        return shard_fingerprint(self)
+
+    load = store.load
+
+    def counted_load(*args, **kwargs):
+        calls["load"] += 1
+        return load(*args, **kwargs)
+
+    extra = CountedArrays(inputs["extra"], arrays.targets, task_labels=np.ones(25, dtype=np.int64))
+    monkeypatch.setattr(ShardSource, "fingerprint", counted_shard_fingerprint)
+    monkeypatch.setattr(store, "load", counted_load)
+    done = memstore.export_memory(store, "replay", tmp / "out", sources={"extra": extra})
+    assert calls == {"load": 1, "fingerprint extra": 1, "fingerprint train": 1}
+    assert done.record["sources"] == {
+        "extra": {"count": 8, "fingerprint": arrays.fingerprint(), "kind": "data"},
+        "train": {"count": 16, "fingerprint": shards.fingerprint(), "kind": "shards"},
+    }
+
+
+def test_store_check_sources_checks_as_load_and_returns_the_fingerprints(memory):
+    store, shards, arrays, inputs, tmp = memory
+    assert store.check_sources("replay", {"extra": arrays, "train": shards}) == {
+        "extra": arrays.fingerprint(),
+        "train": shards.fingerprint(),
+    }
+    changed = memstore.ArraySource(inputs["extra"], (arrays.targets + 1) % 6)
+    with pytest.raises(SourceMismatchError, match="'extra' differs"):
+        store.check_sources("replay", {"extra": changed}, commit=2)
+    with pytest.raises(SourceMismatchError, match="'extra' differs"):
+        store.load("replay", 2, sources={"extra": changed})
+    # commit 0 holds no exemplar of 'extra', so records no fingerprint of it (load passes too)
+    assert store.check_sources("replay", {"extra": changed}, 0) == {"extra": changed.fingerprint()}
+    store.load("replay", 0, sources={"extra": changed})
+    with pytest.raises(TypeError, match="'sources' parameter of Store.check_sources"):
+        store.check_sources("replay", ["extra"])
 
 
 def test_export_refuses_what_it_cannot_write(memory):

@@ -41,4 +41,5 @@ def test_old_buffer_loads_identically(old_store, name):
     assert _state_digest(buf.state_dict()) == want["state"]
     assert [[c.seq, c.message, c.sizes] for c in old_store.log(name)] == want["commits"]
     assert old_store.describe(name)["classes"] == want["describe_classes"]
+    assert old_store.describe(name)["payload"] == {}  # written before payloads existed
     assert old_store.next_experience(name) == 3

@@ -4,6 +4,7 @@ damage of a payload chunk is a CorruptStoreError naming it."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +125,40 @@ def test_replay_from_a_loaded_store_returns_the_payload(tmp_path):
     assert torch.equal(payload["logits"], torch.arange(1, 11, dtype=torch.float32) * sid)
     assert payload["mask"].dtype == torch.bool and payload["mask"].shape == (2, 3)
     assert payload["count"].item() == 7 * sid and payload["half"].dtype == torch.float16
+
+
+def test_describe_and_inspect_list_the_payload_columns(tmp_path, capsys):
+    from memstore.cli import main
+
+    store = open_store(tmp_path / "s.zarr")
+    ids = np.arange(12)
+    two = {
+        "logits": (ids[:, None] * np.arange(1, 11)).astype(np.float32),
+        "mask": ids[:, None, None] % np.arange(1, 7).reshape(1, 2, 3) == 0,
+    }
+    buf = ClassBalancedBuffer(8, seed=0)
+    buf.update(Experience(targets=ids % 4, ids=ids, payload=two))
+    store.save("der", buf)
+    plain = ClassBalancedBuffer(6, seed=0)
+    plain.update(Experience(targets=np.arange(10) % 3))
+    store.save("plain", plain)
+    want = {
+        "logits": {"dtype": "float32", "shape": [10]},
+        "mask": {"dtype": "bool", "shape": [2, 3]},
+    }
+    assert store.describe("der")["payload"] == want
+    assert store.describe("plain")["payload"] == {}
+    assert [d["payload"] for d in store.describe_log("der")] == [want]
+
+    assert main(["inspect", store.url, "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert {b["buffer"]: b["payload"] for b in printed["buffers"]} == {"der": want, "plain": {}}
+    assert main(["inspect", store.url, "der"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line for line in lines if line.startswith("payload")] == [
+        "payload logits: float32, shape [10] per exemplar",
+        "payload mask: bool, shape [2, 3] per exemplar",
+    ]
+    assert main(["inspect", store.url, "plain"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line for line in lines if line.startswith("payload")] == ["payload: none"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,6 +69,43 @@ def test_plot_data_equals_describe(tmp_path):
             assert (size, quota) == groups.get(key, (0, None))
         assert set(groups) <= set(data["groups"])
     assert data["group_quotas"][1] != data["group_quotas"][2]  # the resize shows
+
+
+def test_describe_log_is_describe_of_each_commit_reading_the_log_once(tmp_path, monkeypatch):
+    """plot_data's source: Store.describe_log equals describe() of each commit of the log,
+    and reads each manifest once (not the whole log again per commit)."""
+    sources = make_sources()
+    store = open_store(str(tmp_path / "s.zarr"))
+    buf = POLICIES["random-experience"]()
+    for k in range(4):
+        apply_step(buf, k, sources)
+        store.save("s", buf, message=f"step {k}")
+    want = [store.describe("s", c.seq) for c in store.log("s")]
+    reads: list[str] = []
+    read = store.files.read
+
+    def counted(path, *args, **kwargs):
+        reads.append(path)
+        return read(path, *args, **kwargs)
+
+    monkeypatch.setattr(store.files, "read", counted)
+    assert store.describe_log("s") == want
+    manifests = sorted(p for p in reads if "/commits/" in p)
+    assert manifests == [f"buffers/s/commits/{seq:010d}.json" for seq in range(4)]
+
+
+def test_plot_data_refuses_a_damaged_commit(hand):
+    (snapshot,) = [
+        d
+        for d in (Path(hand.files.root) / "buffers/m/snapshots").iterdir()
+        if d.name.startswith("0000000000-")
+    ]
+    chunk = next(
+        p for p in (snapshot / "targets").rglob("*") if p.is_file() and p.name != "zarr.json"
+    )
+    chunk.write_bytes(b"not zstd")
+    with pytest.raises(memstore.CorruptStoreError, match="targets"):
+        plot_data(hand, "m")
 
 
 def test_figure_draws_the_data(hand):

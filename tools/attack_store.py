@@ -49,6 +49,7 @@ import torch
 
 import memstore
 from memstore.errors import CorruptStoreError, MemstoreError
+from memstore.policies.base import state_digest
 
 N_ROWS, DIM, N_CLASSES = 240, 6, 4
 
@@ -104,7 +105,7 @@ def build(root: str, data_dir: str) -> dict[str, Any]:
             store.save(name, buf, message=f"{name} {k}", sources={src: sources[src]})
     cache_keys = store.feature_caches()
     expected = {
-        "buffers": {n: _digest(b.state_dict()) for n, b in buffers.items()},
+        "buffers": {n: state_digest(b.state_dict()) for n, b in buffers.items()},
         "next": {n: store.next_experience(n) for n in buffers},
         "features": {k: store.open_feature_cache(k).read(np.arange(N_ROWS)) for k in cache_keys},
         "targets": np.asarray(shards.targets).copy(),
@@ -112,18 +113,6 @@ def build(root: str, data_dir: str) -> dict[str, Any]:
         "sample": _sample_bytes(shards),
     }
     return expected
-
-
-def _digest(state: dict) -> str:
-    h = hashlib.sha256()
-    for key in ("policy", "params", "num_updates", "source_names", "strategy"):
-        h.update(json.dumps(state.get(key), sort_keys=True, default=str).encode())
-    h.update(np.asarray(state["generator_state"]).tobytes())
-    for key, col in sorted(state["columns"].items()):
-        h.update(key.encode() + np.asarray(col).astype(str).tobytes())
-    for key, col in sorted(state["groups"].items()):
-        h.update(key.encode() + np.asarray(col).tobytes())
-    return h.hexdigest()
 
 
 def _sample_bytes(shards: Any) -> str:
@@ -176,7 +165,7 @@ def read_back(root: str, expected: dict, case: str, tally: Tally, damaged: str |
         if scope not in ("all", "buffers") or (only_buffer and name != only_buffer):
             continue
         try:
-            got = _digest(store.load(name).state_dict())
+            got = state_digest(store.load(name).state_dict())
         except Exception as err:  # noqa: BLE001
             named(err, f"load {name}")
             continue

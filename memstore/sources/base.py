@@ -209,25 +209,27 @@ def fingerprint(dataset: Any) -> str:
     return str(as_source(dataset).fingerprint())
 
 
-def legacy_fingerprint(dataset: Any) -> str:
+def legacy_fingerprint(dataset: Any, current: str | None = None) -> str:
     """The fingerprint earlier versions recorded (version 1: length, targets, task labels)
-    for sources whose rule changed, else the current one."""
+    for sources whose rule changed, else the current one (``current``, if the caller already
+    has it: ``fingerprint(dataset)``)."""
     source = as_source(dataset)
     if isinstance(source, LegacyFingerprint):
         return str(source.legacy_fingerprint())
-    return str(source.fingerprint())
+    return str(source.fingerprint()) if current is None else current
 
 
-def fingerprint_matches(dataset: Any, recorded: str) -> bool:
+def fingerprint_matches(dataset: Any, recorded: str, current: str | None = None) -> bool:
     """Whether ``dataset`` is the one whose fingerprint ``recorded`` is.
 
     A versioned value (``"v2:..."``) is compared with the current computation; an unversioned
     one (recorded by an earlier memstore, or a source's own rule) with
     :func:`legacy_fingerprint` — which, for arrays and plain datasets, covers only length and
-    targets: save the buffer again to record a version-2 fingerprint.
+    targets: save the buffer again to record a version-2 fingerprint. ``current``:
+    ``fingerprint(dataset)`` if the caller already has it (not computed again).
     """
     if not isinstance(recorded, str):
         return False
     if recorded.startswith(f"{FINGERPRINT_VERSION}:"):
-        return fingerprint(dataset) == recorded
-    return legacy_fingerprint(dataset) == recorded
+        return (fingerprint(dataset) if current is None else current) == recorded
+    return legacy_fingerprint(dataset, current) == recorded

@@ -44,7 +44,7 @@ from memstore.errors import (
 )
 from memstore.experiences import COLUMNS
 from memstore.io import is_local_url
-from memstore.sources import ShardSource, as_source, fingerprint
+from memstore.sources import ShardSource, as_source
 from memstore.sources.base import InputBatchSource
 from memstore.sources.inputs import item_input
 from memstore.sources.shards import expand_spec, shard_spec, write_samples
@@ -148,8 +148,9 @@ def export_memory(
         maxcount: exemplars per shard.
         progress: a tqdm bar on stderr; ``None``: when stderr is a terminal.
 
-    Returns the :class:`Export`; re-open it with :func:`open_export`. Cost: one batched
-    offset read per 1024 exemplars and source, and one write of the memory's samples.
+    Returns the :class:`Export`; re-open it with :func:`open_export`. Cost: one read of the
+    commit, one fingerprint per source, one batched offset read per 1024 exemplars and
+    source, and one write of the memory's samples.
     """
     if not isinstance(store, Store):
         raise checks.wrong_type("store", "export_memory", "a memstore Store", store)
@@ -158,12 +159,12 @@ def export_memory(
     seq = int(exemplars.origin.seq)
     names = sorted(set(exemplars.buffer.source.tolist()))
     resolved = resolve_sources(store, names, sources)
-    store.load(name, seq, sources=resolved)  # refuses a source whose fingerprint changed
+    prints = store.check_sources(name, resolved, seq)  # refuses a source that changed
     header = {
         "buffer": name,
         "commit": seq,
         "store": store.url,
-        "sources": {s: {"fingerprint": fingerprint(resolved[s])} for s in names},
+        "sources": {s: {"fingerprint": prints[s]} for s in names},
     }
     held = exemplars.buffer
     columns = {**held.columns(), **{f"payload.{k}": v for k, v in held.payload.items()}}

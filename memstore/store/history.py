@@ -211,13 +211,21 @@ class History:
         """``(manifest, state)`` of commit ``seq`` (default: latest), refused as damage
         (:class:`~memstore.errors.CorruptStoreError`) wherever ``load`` would refuse it."""
         parsed = self.manifest(name, seq, owner)
+        return parsed, self.checked_state(name, parsed)
+
+    def checked_state(self, name: str, parsed: Mapping[str, Any]) -> dict[str, Any]:
+        """The state of a parsed manifest, refused as damage wherever ``load`` would."""
         state = self.state_of(name, parsed)
         where = f"{self.conn.url}/{layout.manifest_path(name, parsed['seq'])}"
         manifest.rebuild(state, None, where)  # never show what load refuses
-        return parsed, state
+        return state
 
     def log(self, name: str) -> list[Commit]:
         """The buffer's commits, oldest first (pruned and damaged ones skipped; see verify)."""
+        return [commit_of(parsed) for parsed in self.manifests(name)]
+
+    def manifests(self, name: str) -> list[dict[str, Any]]:
+        """The parsed manifests of :meth:`log`'s commits, oldest first: one read each."""
         out = []
         for seq in self.seqs(checks.valid_name(name, "Store.log")):
             try:
@@ -225,7 +233,7 @@ class History:
             except (CorruptStoreError, BufferNotFoundError):
                 continue
             if parsed is not None:  # tombstones are pruned commits
-                out.append(commit_of(parsed))
+                out.append(parsed)
         if not out and not self.seqs(name):
             raise BufferNotFoundError(f"No buffer named {name!r} in {self.conn.url!r}.")
         return out

@@ -45,6 +45,7 @@ __all__ = [
     "decode",
     "rebuild",
     "check_source_fingerprints",
+    "checked_fingerprints",
 ]
 
 # Fields a reader needs; the others ("buffer", "parent", "message", "strategy", "sources",
@@ -271,21 +272,36 @@ def rebuild(state: Mapping[str, Any], selection_strategy: Any, where: str) -> Ex
 
 
 def check_source_fingerprints(
-    manifest: Mapping[str, Any], sources: Mapping[str, Any], name: str
+    manifest: Mapping[str, Any],
+    sources: Mapping[str, Any],
+    name: str,
+    fingerprints: Mapping[str, str] | None = None,
 ) -> None:
     """Raise :class:`~memstore.errors.SourceMismatchError` if a given source's fingerprint
-    differs from the recorded one (sources not given, or recorded without one, pass)."""
+    differs from the recorded one (sources not given, or recorded without one, pass).
+    ``fingerprints``: the ones already computed, by source name (not computed again)."""
+    known = fingerprints or {}
     for src, record in manifest.get("sources", {}).items():
         recorded = record.get("fingerprint")
         if src in sources and recorded is not None:
-            if not fingerprint_matches(sources[src], recorded):
-                now = fingerprint(sources[src])
+            if not fingerprint_matches(sources[src], recorded, known.get(src)):
+                now = known.get(src) or fingerprint(sources[src])
                 raise SourceMismatchError(
                     f"Source {src!r} differs from the one buffer {name!r} was built "
                     f"from (fingerprint {now} != recorded {recorded}): its ids would "
                     "point at other samples. Pass allow_source_mismatch=True to load "
                     "anyway."
                 )
+
+
+def checked_fingerprints(
+    manifest: Mapping[str, Any], sources: Mapping[str, Any], name: str
+) -> dict[str, str]:
+    """Each given source's fingerprint, computed once and checked as
+    :func:`check_source_fingerprints` checks it. Cost: one fingerprint per source."""
+    prints = {src: fingerprint(data) for src, data in sources.items()}
+    check_source_fingerprints(manifest, sources, name, prints)
+    return prints
 
 
 def _group_sizes(group_col: np.ndarray, keys: np.ndarray) -> list[int]:

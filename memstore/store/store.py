@@ -33,6 +33,7 @@ from .history import Commit, History, Origin, commit_of
 from .maintenance import Problem, gc_store, verify_store
 from .run_state import RunStates, prepare
 from .source_index import SourceIndexes
+from .summary import describe_commit
 
 __all__ = ["open_store", "Store", "Commit", "Origin", "Problem", "FORMAT_VERSION"]
 
@@ -232,32 +233,30 @@ class Store:
         buffer.origin = Origin(self._location, name, int(parsed["seq"]))
         return buffer
 
+    def check_sources(
+        self, name: str, sources: Mapping[str, Any], commit: int | None = None
+    ) -> dict[str, str]:
+        """Each of ``sources``' fingerprints (source name -> dataset), checked against the ones
+        recorded with ``commit`` (default: the latest) as :meth:`load` checks them
+        (:class:`~memstore.errors.SourceMismatchError`). Cost: one manifest read and one
+        fingerprint per source."""
+        sources = checks.sources_mapping(sources, "Store.check_sources") or {}
+        parsed = self._history.manifest(name, commit, "Store.check_sources")
+        return manifest.checked_fingerprints(parsed, sources, name)
+
     def describe(self, name: str, commit: int | None = None) -> dict[str, Any]:
-        """A JSON-able summary of a commit: policy, sizes, groups, classes, sources, history."""
+        """A JSON-able summary of a commit: policy, sizes, groups, classes, sources, payload
+        columns, history (:func:`~memstore.store.summary.describe_commit`). Cost: one
+        snapshot read and the log."""
         parsed, state = self._history.checked(name, commit, "Store.describe")
-        classes, counts = np.unique(state["columns"]["targets"], return_counts=True)
-        groups = parsed["groups"]
-        return {
-            "buffer": name,
-            "commit": commit_of(parsed).__dict__,
-            "policy": parsed["policy"],
-            "params": parsed["params"],
-            "strategy": parsed.get("strategy"),
-            "size": parsed["sizes"]["rows"],
-            "num_updates": parsed["num_updates"],
-            "groups": [
-                {"key": k, "max_size": m, "size": n}
-                for k, m, n in zip(
-                    groups["keys"], groups["max_sizes"], groups["sizes"], strict=True
-                )
-            ],
-            "classes": {
-                str(c): int(n) for c, n in zip(classes.tolist(), counts.tolist(), strict=True)
-            },
-            "sources": parsed.get("sources", {}),
-            "run_state": parsed.get("run_state"),
-            "commits": [c.__dict__ for c in self.log(name)],
-        }
+        return describe_commit(name, parsed, state, self.log(name))
+
+    def describe_log(self, name: str) -> list[dict[str, Any]]:
+        """:meth:`describe` of each commit :meth:`log` lists, oldest first (damage refused as
+        there). Cost: O(commits): one manifest and one snapshot read per commit."""
+        parsed = self._history.manifests(name)
+        log = [commit_of(p) for p in parsed]
+        return [describe_commit(name, p, self._history.checked_state(name, p), log) for p in parsed]
 
     def diff(self, name: str, a: int, b: int) -> dict[str, Any]:
         """Exemplars added / removed from commit ``a`` to ``b`` (``[source, id]``), per group,
