@@ -244,6 +244,7 @@ def _herd_with_index(
                 )
             params, list_dis, list_ids = buffers[probes]
             index.quantizer.search(query, probes, D=list_dis, I=list_ids)
+            # the SWIG method itself: FAISS's Python wrapper of it takes no ``store_pairs``
             index.search_preassigned_c(
                 1, ptr(query), 1, ptr(list_ids), ptr(list_dis), ptr(distance), ptr(label),
                 True, params, None,
