@@ -168,6 +168,26 @@ def _orphan_problems(scan: _BufferScan) -> list[Problem]:
     ]
 
 
+def _unrecorded_problems(name: str, paths: list[str]) -> list[Problem]:
+    """The missing record of a source folder that still holds ``paths`` (none: no problem,
+    e.g. the whole folder was removed)."""
+    if not paths:
+        return []
+    record = layout.source_record_path(name)
+    return [
+        Problem(
+            record,
+            f"{record} is missing, but {layout.source_dir(name)}/ holds "
+            f"{', '.join(paths)}: the record was deleted (or the source's first indexing "
+            "was interrupted, or is running now), so nothing can read that index. Restore "
+            "the record, or re-index the source (e.g. ShardSource(..., store=store) on a "
+            "writable store) and gc removes the old folders; until then they are kept as "
+            "evidence (gc(remove_orphans=True) removes them). To remove a source, delete "
+            f"the whole {layout.source_dir(name)}/ folder.",
+        )
+    ]
+
+
 def verify_store(history: History, sources: SourceIndexes) -> list[Problem]:
     """Every manifest parses and holds its checksum, every snapshot exists and matches its
     checksums, every commit rebuilds a buffer as ``load`` would; source records and their
@@ -192,9 +212,12 @@ def verify_store(history: History, sources: SourceIndexes) -> list[Problem]:
 
     def source(name: str) -> None:
         try:
-            sources.read(name)
+            saved = sources.read(name)
         except MemstoreError as err:
             out.append(Problem(layout.source_dir(name), str(err)))
+            return
+        if saved is None:
+            out.extend(_unrecorded_problems(name, sources.unrecorded(name)))
             return
         out.extend(
             Problem(p, "leftover from an interrupted re-indexing", "debris")
@@ -216,13 +239,17 @@ def verify_store(history: History, sources: SourceIndexes) -> list[Problem]:
     return out
 
 
-def source_debris(sources: SourceIndexes) -> list[str]:
-    """Debris under ``sources/`` (see :meth:`SourceIndexes.debris`); sources whose record is
-    damaged or unreadable contribute none (their folders are evidence)."""
+def source_debris(sources: SourceIndexes, remove_orphans: bool = False) -> list[str]:
+    """Debris under ``sources/`` (see :meth:`SourceIndexes.debris`), plus with
+    ``remove_orphans`` what the folders of sources without a record hold
+    (:meth:`SourceIndexes.unrecorded`). Sources whose record is damaged or unreadable
+    contribute none (their folders are evidence)."""
     out: list[str] = []
     for name in sources.conn.files.listdir(layout.SOURCES):
         try:
             out.extend(sources.debris(name))
+            if remove_orphans:
+                out.extend(sources.unrecorded(name))
         except MemstoreError:
             continue
     return out
@@ -345,7 +372,7 @@ def gc_store(
         if old_enough(f"{layout.PROBES}/{entry}"):
             files.delete(f"{layout.PROBES}/{entry}")
             removed.append(f"{layout.PROBES}/{entry}")
-    for path in source_debris(SourceIndexes(history.conn)):
+    for path in source_debris(SourceIndexes(history.conn), remove_orphans):
         if old_enough(path):
             files.delete(path)
             removed.append(path)

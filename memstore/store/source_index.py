@@ -108,12 +108,28 @@ class SourceIndexes:
             self.conn.files.delete(previous)
 
     def debris(self, name: str) -> list[str]:
-        """Paths under ``sources/<name>/`` no record points at: index folders of a
-        re-indexing killed mid-way, temp files. Empty while the record is damaged (its
-        folders are evidence). Raises :class:`~memstore.errors.CorruptStoreError` then."""
+        """Paths under ``sources/<name>/`` its record does not point at: index folders of a
+        re-indexing killed mid-way, temp files. Empty while the record is damaged or missing
+        (its folders are evidence: see :meth:`unrecorded`); raises
+        :class:`~memstore.errors.CorruptStoreError` while it is damaged."""
+        recorded, paths = self._leftovers(name)
+        return paths if recorded else []
+
+    def unrecorded(self, name: str) -> list[str]:
+        """Paths under ``sources/<name>/`` while it has no ``record.json``: what a deleted
+        record (or a first indexing killed before writing it) left. Nothing reads them (the
+        record holds their checksums), but restoring the record makes them an index again,
+        so they are evidence, not debris. Empty while the record exists; raises
+        :class:`~memstore.errors.CorruptStoreError` while it is damaged."""
+        recorded, paths = self._leftovers(name)
+        return [] if recorded else paths
+
+    def _leftovers(self, name: str) -> tuple[bool, list[str]]:
+        """(whether ``name`` has a record, the paths under its folder it does not point at).
+        Cost: one record read and one listing."""
         prefix = self.index_prefix(name)
         keep = {"record.json", prefix.rsplit("/", 1)[-1] if prefix else None}
-        return [
+        return prefix is not None, [
             f"{layout.source_dir(name)}/{entry}"
             for entry in self.conn.files.listdir(layout.source_dir(name))
             if entry not in keep

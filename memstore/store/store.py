@@ -331,8 +331,9 @@ class Store:
         raises :class:`~memstore.errors.CorruptStoreError`, unless ``force=True``. Debris
         (snapshots of interrupted commits, temp files) younger than ``grace_seconds`` is left
         alone: it may belong to a writer still committing. Snapshots whose manifest was
-        deleted are evidence (verify reports them) and are removed only with
-        ``remove_orphans=True``. Returns the removed paths.
+        deleted, and the folders of a source whose record was deleted, are evidence (verify
+        reports them) and are removed only with ``remove_orphans=True``. Returns the removed
+        paths.
 
         Cost: reads the manifests, and the snapshots of the newest commits until ``keep``
         of them load.
