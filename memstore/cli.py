@@ -225,7 +225,10 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _gc(args: argparse.Namespace) -> int:
     removed = open_store(args.store, mode="a").gc(
-        keep=args.keep, grace_seconds=args.grace, force=args.force
+        keep=args.keep,
+        grace_seconds=args.grace,
+        force=args.force,
+        remove_orphans=args.remove_orphans,
     )
     if args.json:
         print(json.dumps({"removed": removed}, indent=1))
@@ -327,6 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--force",
         action="store_true",
         help="collect even while a buffer's newest commit is damaged (refused otherwise)",
+    )
+    p.add_argument(
+        "--remove-orphans",
+        action="store_true",
+        help="also remove orphans older than --grace (snapshots whose manifest is missing, "
+        "source index folders whose record is missing); kept as evidence otherwise",
     )
     p.set_defaults(run=_gc)
     p = sub.add_parser(

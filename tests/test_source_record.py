@@ -93,3 +93,14 @@ def test_cli_verify_names_a_deleted_record(indexed, capsys):
     assert code == 1 and err == ""
     assert f"ERROR: {RECORD}: " in out and index in out
     assert out.splitlines()[-1] == "DAMAGED: 1 problem(s)"
+
+
+def test_the_gc_command_removes_orphans_only_when_asked(indexed, capsys):
+    store, _spec, index = indexed
+    (Path(store.url) / RECORD).unlink()
+    assert main(["gc", store.url, "--keep", "10", "--grace", "0"]) == 0
+    assert "0 path(s) removed" in capsys.readouterr().out
+    assert (Path(store.url) / index).is_dir()
+    assert main(["gc", store.url, "--keep", "10", "--grace", "0", "--remove-orphans"]) == 0
+    assert f"removed {index}" in capsys.readouterr().out
+    assert not (Path(store.url) / index).exists() and store.verify() == []
