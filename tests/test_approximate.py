@@ -118,6 +118,30 @@ def test_probed_lists_exhausted_search_widens(feats):
     np.testing.assert_array_equal(np.sort(picks), np.arange(1500))
 
 
+@pytest.mark.parametrize("nlist", [1, 7])
+def test_probing_every_list_is_the_greedy_nearest_unpicked_row(feats, nlist):
+    """With every list probed the IVF search is exhaustive, so each pick must be the unpicked
+    row nearest ``t = (i+1)·mean − Σ picked`` — checked by brute force in numpy (float32
+    distances as the search computes them). This pins the removal of picks from their lists
+    (the last entry moved into the freed slot): no picked row returns, none is lost."""
+    x = np.ascontiguousarray(feats[:2000, :8])
+    k = 600
+    picks = approximate_herding_order(x, k, nlist=nlist, nprobe=nlist, exact_below=0)
+    center = x.sum(axis=0, dtype=np.float64) / len(x)
+    unpicked = np.ones(len(x), dtype=bool)
+    picked_sum = np.zeros(x.shape[1])
+    expected = []
+    for i in range(k):
+        t = ((i + 1) * center - picked_sum).astype(np.float32)
+        dist = ((x - t) ** 2).sum(axis=1, dtype=np.float32)
+        dist[~unpicked] = np.inf
+        j = int(np.argmin(dist))
+        expected.append(j)
+        unpicked[j] = False
+        picked_sum += x[j]
+    np.testing.assert_array_equal(picks, expected)
+
+
 def test_small_groups_fall_back_to_exact_herding(feats):
     x = feats[:5000]
     np.testing.assert_array_equal(approximate_herding_order(x, 400), herding_order(x, 400))
