@@ -1,5 +1,7 @@
-"""Run state in a commit: round trips (model + Adam, every leaf type), the generators, bad
-input, sharing of unchanged tensors, gc of referenced snapshots, damage, and no pickle."""
+"""Run state in a commit: model + Adam resume, the generators, bad input, sharing of unchanged
+tensors, gc of referenced snapshots, damage, and no pickle on a local directory; the suite's
+:class:`RunStateTests` (every leaf type, sharing, gc, damage) on fsspec's memory filesystem
+(local and S3 run it within StoreTests)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import json
 import os
 import pathlib
 import random
+import uuid
 
 import numpy as np
 import pytest
@@ -15,34 +18,11 @@ import torch
 
 import memstore
 from memstore import CorruptStoreError, InvalidParameterTypeError, open_store
+from memstore.testing.reference import assert_run_state_equal
 from memstore.testing.store_child import run_stream
+from memstore.testing.store_suite import RunStateTests, flip_byte, fs_root
 
 NAME = "replay"
-
-
-def same(a, b, path="run_state") -> None:
-    """Equal values of the same types: tensors and arrays with dtype, shape and bytes."""
-    assert type(a) is type(b), (path, type(a), type(b))
-    if isinstance(a, torch.Tensor):
-        assert a.dtype == b.dtype and a.shape == b.shape, path
-        assert torch.equal(
-            a.view(torch.uint8) if a.dim() else a, b.view(torch.uint8) if b.dim() else b
-        ), path
-    elif isinstance(a, np.ndarray | np.generic):
-        assert a.dtype == b.dtype and np.shape(a) == np.shape(b), path
-        assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), path
-    elif isinstance(a, dict):
-        assert list(a) == list(b), path
-        for k in a:
-            same(a[k], b[k], f"{path}[{k!r}]")
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            same(x, y, f"{path}[{i}]")
-    elif isinstance(a, float) and a != a:
-        assert b != b, path
-    else:
-        assert a == b, path
 
 
 def small_model() -> torch.nn.Module:
@@ -88,32 +68,7 @@ def test_model_and_adam_round_trip_resume_exactly(store, buf):
     train_steps(resumed, resumed_opt, 2, seed=2)
     for a, b in zip(model.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    same(opt.state_dict()["state"], resumed_opt.state_dict()["state"])
-
-
-def test_every_leaf_type_round_trips(store, buf):
-    value = {
-        "tensors": [
-            torch.arange(6, dtype=torch.float32).reshape(2, 3),
-            torch.tensor([1.5, -2.25], dtype=torch.bfloat16),
-            torch.tensor([True, False]),
-            torch.tensor(7, dtype=torch.int64),  # 0-d
-            torch.zeros(0, 4, dtype=torch.float16),  # empty
-            torch.arange(12.0).reshape(3, 4).t(),  # not contiguous
-            torch.ones(2, requires_grad=True),
-        ],
-        "arrays": (np.arange(4, dtype=np.uint16), np.array(3.5), np.zeros((2, 0), bool)),
-        "scalars": [np.float32(2.5), np.int64(-3), np.bool_(True)],
-        0: {1: "int keys", "nested": [None, True, False, 0, -(2**70), "s"]},
-        "floats": [1.0, -0.0, float("nan"), float("inf"), float("-inf"), 1e-300],
-        "empty": {"list": [], "tuple": (), "map": {}},
-    }
-    store.save(NAME, buf, run_state=value)
-    back = store.run_state(NAME)
-    expected = dict(value)
-    expected["tensors"] = [t.detach().contiguous() for t in value["tensors"]]
-    same(expected, back)
-    assert back["tensors"][5].is_contiguous() and not back["tensors"][6].requires_grad
+    assert_run_state_equal(opt.state_dict()["state"], resumed_opt.state_dict()["state"])
 
 
 @pytest.mark.parametrize(
@@ -225,8 +180,8 @@ def test_unchanged_tensors_are_not_written_again(store, buf):
     assert first["written"] > first["bytes"] and first["refs"] == []
     assert head <= second["written"] < head + 1024  # the head and a safetensors header
     assert second["refs"] == [f"snapshots/{0:010d}-{store.log(NAME)[0].id}"]
-    same(store.run_state(NAME), frozen(1.0))
-    same(store.run_state(NAME, commit=0), frozen(0.0))
+    assert_run_state_equal(store.run_state(NAME), frozen(1.0))
+    assert_run_state_equal(store.run_state(NAME, commit=0), frozen(0.0))
     # The tensors file is a plain safetensors file: header, then the head's bytes.
     with open(os.path.join(_files(store, 1), "tensors.safetensors"), "rb") as f:
         raw = f.read()
@@ -245,7 +200,7 @@ def test_gc_keeps_snapshots_whose_tensors_kept_commits_read(store, buf):
     assert left == [f"{s:010d}" for s in (0, 2, 3)]  # 0 holds the backbone commits 2, 3 read
     assert any("/snapshots/0000000001-" in p for p in removed)
     assert store.verify() == []
-    same(store.run_state(NAME), frozen(3.0))
+    assert_run_state_equal(store.run_state(NAME), frozen(3.0))
     with pytest.raises(memstore.BufferNotFoundError):
         store.run_state(NAME, commit=0)  # pruned: its snapshot stays only for its tensors
     other = {"model": {"w": torch.ones(3)}}  # the backbone changes: nothing reads 0 any more
@@ -255,15 +210,7 @@ def test_gc_keeps_snapshots_whose_tensors_kept_commits_read(store, buf):
     left = sorted(n.split("-")[0] for n in os.listdir(snaps) if n != "zarr.json")
     assert left == [f"{s:010d}" for s in (4, 5)]
     assert store.verify() == []
-    same(store.run_state(NAME), other)
-
-
-def _flip(path: str, offset: int) -> None:
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)
-        f.seek(offset)
-        f.write(bytes([byte[0] ^ 0xFF]))
+    assert_run_state_equal(store.run_state(NAME), other)
 
 
 def test_damaged_tensor_is_named_by_run_state_and_verify(store, buf):
@@ -272,7 +219,9 @@ def test_damaged_tensor_is_named_by_run_state_and_verify(store, buf):
     store.save(NAME, buf, run_state=frozen(0.0))
     store.save(NAME, buf, run_state=frozen(1.0))
     path = os.path.join(_files(store, 2), "tensors.safetensors")
-    _flip(path, os.path.getsize(path) - 10 * 64 * 4 - 5)  # in layer3, the one before the head
+    flip_byte(
+        store.url, None, os.path.relpath(path, store.url), -10 * 64 * 4 - 5
+    )  # in layer3, the one before the head
     for seq in (2, 3):  # commit 3 reads that tensor from commit 2's snapshot
         with pytest.raises(CorruptStoreError, match=r"run_state\['model'\]\['layer3.weight'\]"):
             store.run_state(NAME, commit=seq)
@@ -339,16 +288,14 @@ def test_store_source_never_unpickles():
     assert found == []
 
 
-def test_round_trip_and_sharing_on_an_fsspec_store(buf):
-    """The same through the fsspec file layer (ranged reads), on fsspec's memory filesystem."""
-    import uuid
+class TestMemoryRunState(RunStateTests):
+    """The suite's run-state tests through the fsspec file layer (ranged reads), on fsspec's
+    memory filesystem (local and S3 run them as part of StoreTests)."""
 
-    store = open_store(f"memory://run-state-{uuid.uuid4().hex[:8]}", single_writer=True)
-    store.save(NAME, buf, run_state=frozen(0.0))
-    store.save(NAME, buf, run_state=frozen(1.0))
-    assert store.describe(NAME)["run_state"]["refs"] == [
-        f"snapshots/{0:010d}-{store.log(NAME)[0].id}"
-    ]
-    same(store.run_state(NAME), frozen(1.0))
-    same(store.run_state(NAME, commit=0), frozen(0.0))
-    assert store.verify() == []
+    @pytest.fixture
+    def store_url(self):
+        url = f"memory://run-state-{uuid.uuid4().hex[:8]}"
+        yield url
+        fs, root = fs_root(url, None)
+        if fs.exists(root):
+            fs.rm(root, recursive=True)

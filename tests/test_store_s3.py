@@ -11,7 +11,7 @@ import pytest
 import memstore
 from memstore.testing.reference import assert_state_equal
 from memstore.testing.store_child import make_sources, run_stream
-from memstore.testing.store_suite import ConcurrencyTests, StoreTests, fs_root
+from memstore.testing.store_suite import ConcurrencyTests, RunStateTests, StoreTests, fs_root
 
 pytestmark = pytest.mark.s3
 
@@ -24,7 +24,8 @@ def s3_server(seaweedfs_server):
 
 class TestSeaweedFSStore(StoreTests):
     """The whole store suite runs on SeaweedFS (atomic conditional PUTs, auth enforced);
-    moto gets the round trip below (its suite run would double the time for little more)."""
+    moto gets the run-state tests and the round trip below (its whole suite run would double
+    the time for little more)."""
 
     @pytest.fixture
     def storage_options(self, seaweedfs_server):
@@ -49,6 +50,18 @@ class TestSeaweedFSConcurrency(ConcurrencyTests):
     @pytest.fixture
     def store_url(self, seaweedfs_server):
         return seaweedfs_server.url(seaweedfs_server.make_bucket(), "m.zarr")
+
+
+class TestMotoRunState(RunStateTests):
+    """Run state on moto too: ranged reads of a safetensors object, refs across snapshots."""
+
+    @pytest.fixture
+    def storage_options(self, moto_server):
+        return moto_server.storage_options()
+
+    @pytest.fixture
+    def store_url(self, moto_server):
+        return moto_server.url(moto_server.make_bucket(), "m.zarr")
 
 
 def test_round_trip_history_verify_gc_on_moto(moto_server):

@@ -389,3 +389,32 @@ def assert_state_equal(a, b, path: str = "state") -> None:
             assert_state_equal(x, y, f"{path}[{i}]")
     else:
         assert type(a) is type(b) and a == b, f"{path}: {a!r} vs {b!r}"
+
+
+def assert_run_state_equal(a, b, path: str = "run_state") -> None:
+    """Exact equality of two run states (``Store.run_state``): same types everywhere (tuple
+    vs list, torch vs numpy), keys in the same order, tensors and arrays equal in dtype,
+    shape and bytes (bfloat16 and NaN included), NaN floats equal to NaN."""
+    import numpy as np
+
+    assert type(a) is type(b), (path, type(a), type(b))
+    if isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and a.shape == b.shape, path
+        assert torch.equal(
+            a.view(torch.uint8) if a.dim() else a, b.view(torch.uint8) if b.dim() else b
+        ), path
+    elif isinstance(a, np.ndarray | np.generic):
+        assert a.dtype == b.dtype and np.shape(a) == np.shape(b), path
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), path
+    elif isinstance(a, dict):
+        assert list(a) == list(b), path
+        for k in a:
+            assert_run_state_equal(a[k], b[k], f"{path}[{k!r}]")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_run_state_equal(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and a != a:
+        assert b != b, path
+    else:
+        assert a == b, path

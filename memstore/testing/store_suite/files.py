@@ -7,7 +7,7 @@ import json
 
 import fsspec
 
-__all__ = ["fs_root", "tree", "put", "manifest", "snapshot_path"]
+__all__ = ["fs_root", "tree", "put", "flip_byte", "manifest", "snapshot_path"]
 
 
 def fs_root(url: str, options: dict | None) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -37,6 +37,15 @@ def tree(url: str, options: dict | None) -> dict[str, str]:
 def put(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     fs.mkdirs(path.rsplit("/", 1)[0], exist_ok=True)
     fs.pipe_file(path, data)
+
+
+def flip_byte(url: str, options: dict | None, path: str, offset: int) -> None:
+    """Damage ``path`` (relative to the store's root) in place: invert the byte at ``offset``
+    (negative: from the end), size unchanged, as bit rot would. Cost: rewrites the file."""
+    fs, root = fs_root(url, options)
+    data = bytearray(fs.cat_file(f"{root}/{path}"))
+    data[offset] ^= 0xFF
+    fs.pipe_file(f"{root}/{path}", bytes(data))
 
 
 def manifest(url: str, options: dict | None, name: str, seq: int) -> dict:
