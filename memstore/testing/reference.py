@@ -17,6 +17,26 @@ from typing import NamedTuple
 
 import torch
 
+__all__ = [
+    "Row",
+    "Exp",
+    "make_rows",
+    "with_payloads",
+    "group_lengths",
+    "group_by_first_appearance",
+    "herding_order",
+    "herding_loop",
+    "closest_to_center_order",
+    "RefReservoir",
+    "RefReservoirBuffer",
+    "RefExperienceBalanced",
+    "RefClassBalanced",
+    "RefParametric",
+    "random_stream",
+    "assert_state_equal",
+    "assert_run_state_equal",
+]
+
 
 class Row(NamedTuple):
     """One exemplar: where it comes from, its metadata, and its payload (an extra column,
