@@ -166,6 +166,30 @@ def test_format1_store_reads_as_is_then_upgrades_on_first_write(old_store, sourc
     assert open_store(old_store, mode="r").load("classes", commit=2) is not None
 
 
+def test_format2_root_upgraded_from_1_keeps_its_legacy_commits_on_the_upgrade_to_3(old_store):
+    """2 -> 3 records nothing: recomputing the legacy seqs would take the newest commit,
+    which carries a checksum, and then accept a checksum-less manifest in its place."""
+    rw = open_store(old_store)
+    rw.save("classes", rw.load("classes"), message="after upgrade")
+    rel = _write(
+        rw, "classes", 3, dict(_read(rw, "classes", 3), memstore_format=2), rechecksum=True
+    )
+    meta = json.loads((old_store / "zarr.json").read_text())
+    meta["attributes"]["memstore_format"] = 2  # what format-2 code wrote on its upgrade
+    (old_store / "zarr.json").write_text(json.dumps(meta))
+    legacy = meta["attributes"]["legacy_commits"]
+    assert legacy["classes"] == 2
+
+    open_store(old_store)  # 2 -> 3
+    root = json.loads((old_store / "zarr.json").read_text())["attributes"]
+    assert root == {"memstore_format": 3, "legacy_commits": legacy}
+    stripped = _read(rw, "classes", 3)
+    stripped.pop("checksum")
+    _write(rw, "classes", 3, dict(stripped, memstore_format=1))
+    with pytest.raises(CorruptStoreError, match=rel):
+        open_store(old_store, mode="r").load("classes")
+
+
 # -- 6. verify runs every check load runs, on every commit -----------------------------------------
 def test_verify_runs_load_checks_on_every_commit(old_store):
     """A legacy (checksum-less) manifest whose params the buffer refuses: load and verify
