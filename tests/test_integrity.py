@@ -129,12 +129,12 @@ def test_strategy_edit_is_refused(store):
     assert [p.path for p in _errors(store)] == [rel]
 
 
-def test_new_manifests_carry_format_2_and_a_checksum(store):
+def test_new_manifests_carry_format_3_and_a_checksum(store):
     manifest = _read(store, "b", 0)
-    assert manifest["memstore_format"] == 2
+    assert manifest["memstore_format"] == 3
     assert manifest["checksum"] == _canonical_checksum(manifest)
     root = json.loads((Path(store.url) / "zarr.json").read_text())
-    assert root["attributes"]["memstore_format"] == 2
+    assert root["attributes"]["memstore_format"] == 3
 
 
 def test_format1_store_reads_as_is_then_upgrades_on_first_write(old_store, sources):
@@ -146,7 +146,7 @@ def test_format1_store_reads_as_is_then_upgrades_on_first_write(old_store, sourc
 
     rw = open_store(old_store)
     root = json.loads((old_store / "zarr.json").read_text())["attributes"]
-    assert root["memstore_format"] == 2
+    assert root["memstore_format"] == 3
     assert root["legacy_commits"] == {n: 2 for n in states}
     for name, state in states.items():
         assert_state_equal(rw.load(name).state_dict(), state)
@@ -154,7 +154,7 @@ def test_format1_store_reads_as_is_then_upgrades_on_first_write(old_store, sourc
     assert commit.seq == 3
     assert rw.verify() == []
     new = _read(rw, "classes", 3)
-    assert new["memstore_format"] == 2 and "checksum" in new
+    assert new["memstore_format"] == 3 and "checksum" in new
 
     # A manifest above the newest legacy seq claiming format 1 (no checksum) is damage.
     new.pop("checksum")
@@ -164,6 +164,30 @@ def test_format1_store_reads_as_is_then_upgrades_on_first_write(old_store, sourc
         open_store(old_store, mode="r").load("classes")
     # A legacy manifest edited is still read as legacy, but checked as load checks it.
     assert open_store(old_store, mode="r").load("classes", commit=2) is not None
+
+
+def test_format2_root_upgraded_from_1_keeps_its_legacy_commits_on_the_upgrade_to_3(old_store):
+    """2 -> 3 records nothing: recomputing the legacy seqs would take the newest commit,
+    which carries a checksum, and then accept a checksum-less manifest in its place."""
+    rw = open_store(old_store)
+    rw.save("classes", rw.load("classes"), message="after upgrade")
+    rel = _write(
+        rw, "classes", 3, dict(_read(rw, "classes", 3), memstore_format=2), rechecksum=True
+    )
+    meta = json.loads((old_store / "zarr.json").read_text())
+    meta["attributes"]["memstore_format"] = 2  # what format-2 code wrote on its upgrade
+    (old_store / "zarr.json").write_text(json.dumps(meta))
+    legacy = meta["attributes"]["legacy_commits"]
+    assert legacy["classes"] == 2
+
+    open_store(old_store)  # 2 -> 3
+    root = json.loads((old_store / "zarr.json").read_text())["attributes"]
+    assert root == {"memstore_format": 3, "legacy_commits": legacy}
+    stripped = _read(rw, "classes", 3)
+    stripped.pop("checksum")
+    _write(rw, "classes", 3, dict(stripped, memstore_format=1))
+    with pytest.raises(CorruptStoreError, match=rel):
+        open_store(old_store, mode="r").load("classes")
 
 
 # -- 6. verify runs every check load runs, on every commit -----------------------------------------

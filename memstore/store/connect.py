@@ -54,7 +54,7 @@ class RootFormat:
     def legacy_seq(self, name: str) -> int | None:
         """Up to which seq buffer ``name`` may hold format-1 manifests (``None``: any, in a
         format-1 store; ``-1``: none)."""
-        if self.version < layout.FORMAT_VERSION:
+        if self.version < layout.CHECKSUM_FORMAT:
             return None
         return self.legacy.get(name, -1)
 
@@ -134,9 +134,9 @@ def _credential_errors() -> tuple[type[BaseException], ...]:
 def store_exists(conn: Connection) -> bool:
     """Whether a memstore of a readable format is at the root (``False``: empty or absent).
 
-    Records the root's format in ``conn.root``. A format-1 root opened for writing is
-    upgraded to the current format first (``FORMAT.md``, "Compatibility"); read-only, a
-    store is never modified.
+    Records the root's format in ``conn.root``. A root of an older format (1 or 2) opened for
+    writing is upgraded to the current format first (``FORMAT.md``, "Compatibility");
+    read-only, a store is never modified (call again to see a later upgrade).
     """
     url = conn.url
     try:
@@ -199,17 +199,21 @@ def _root_metadata(raw: bytes, url: str) -> dict[str, Any]:
 
 
 def _upgrade_root(conn: Connection, meta: dict[str, Any]) -> None:
-    """Upgrade a format-1 root to the current format, recording the newest (format-1) commit
-    of each buffer: every manifest above it must carry a checksum (``FORMAT.md``)."""
-    legacy = {}
-    for name in conn.files.listdir(layout.BUFFERS):
-        entries = conn.files.listdir(layout.commits_dir(name))
-        seqs = [s for s in map(layout.manifest_seq, entries) if s is not None]
-        if seqs:
-            legacy[name] = max(seqs)
+    """Upgrade an older root to the current format. From format 1, record the newest
+    (format-1, checksum-less) commit of each buffer: every manifest above it must carry a
+    checksum. From format 2 nothing else changes: the version alone keeps a format-2
+    memstore, whose gc ignores ``run_state.refs``, from opening the store (``FORMAT.md``)."""
+    legacy = dict(conn.root.legacy)
+    if conn.root.version < layout.CHECKSUM_FORMAT:
+        for name in conn.files.listdir(layout.BUFFERS):
+            entries = conn.files.listdir(layout.commits_dir(name))
+            seqs = [s for s in map(layout.manifest_seq, entries) if s is not None]
+            if seqs:
+                legacy[name] = max(seqs)
     meta = dict(meta, attributes=dict(meta["attributes"]))
     meta["attributes"][layout.FORMAT_ATTRIBUTE] = layout.FORMAT_VERSION
-    meta["attributes"][LEGACY_ATTRIBUTE] = legacy
+    if conn.root.version < layout.CHECKSUM_FORMAT:
+        meta["attributes"][LEGACY_ATTRIBUTE] = legacy
     try:
         conn.files.write_file(layout.ROOT_METADATA, json.dumps(meta, indent=2).encode())
     except OSError as err:

@@ -15,7 +15,7 @@ from typing import Any
 from memstore.errors import BufferNotFoundError, CorruptStoreError
 
 from . import checks, layout, manifest, snapshots
-from .connect import Connection, access_error
+from .connect import Connection, access_error, store_exists
 
 __all__ = ["Commit", "Origin", "commit_of", "tombstone_bytes", "History"]
 
@@ -195,9 +195,28 @@ class History:
             if pruned != seq:
                 raise CorruptStoreError(f"{where}: tombstone is damaged (seq {pruned!r}).")
             return None
-        return manifest.parse(
+        parsed = manifest.parse(
             raw, seq, where=where, hint=hint, legacy_seq=self.conn.root.legacy_seq(name)
         )
+        self._check_not_newer_than_root(parsed["memstore_format"], where, hint)
+        return parsed
+
+    def _check_not_newer_than_root(self, version: int, where: str, hint: str) -> None:
+        """A manifest of a newer format than the root names a root set back to an older
+        format (an older memstore could open the store and gc what the commit reads): damage.
+        A read-only store may have been upgraded since it was opened: the root is read again
+        first (one small read, only in that case)."""
+        if version <= self.conn.root.version:
+            return
+        store_exists(self.conn)  # refreshes conn.root; read-only, it never writes
+        if version > self.conn.root.version:
+            raise CorruptStoreError(
+                f"{where}: manifest is damaged (it says memstore_format {version}, but the "
+                f"store's root says format {self.conn.root.version}: the root's zarr.json was "
+                "set back to an older format, which lets an older memstore open the store and "
+                "gc snapshots this commit reads). Open the store for writing once to upgrade "
+                f"the root again.{hint}"
+            )
 
     def state_of(self, name: str, parsed: Mapping[str, Any]) -> dict[str, Any]:
         """The state a parsed manifest describes (reads and verifies its snapshot)."""

@@ -12,6 +12,7 @@ import uuid
 __all__ = [
     "FORMAT_VERSION",
     "FORMAT_ATTRIBUTE",
+    "CHECKSUM_FORMAT",
     "ROOT_METADATA",
     "BUFFERS",
     "SOURCES",
@@ -49,7 +50,10 @@ __all__ = [
     "new_probe_dir",
 ]
 
-FORMAT_VERSION = 2  # format 1 (no manifest checksums) is still read; see FORMAT.md
+# 3: gc honours run_state.refs; 2: manifest checksums; 1 (no checksums) and 2 are still read
+# and upgraded to 3 by a writable open (FORMAT.md, "Compatibility").
+FORMAT_VERSION = 3
+CHECKSUM_FORMAT = 2  # the first format whose manifests carry a checksum
 FORMAT_ATTRIBUTE = "memstore_format"  # attribute of the root group holding FORMAT_VERSION
 ROOT_METADATA = "zarr.json"
 

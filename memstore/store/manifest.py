@@ -185,7 +185,7 @@ def parse(
         if isinstance(version, int) and version > layout.FORMAT_VERSION:
             raise FormatVersionError(
                 f"{where} was written with a newer memstore format {version}; this memstore "
-                f"reads format {layout.FORMAT_VERSION}. Upgrade memstore to load it."
+                f"reads format {layout.FORMAT_VERSION} and older. Upgrade memstore to load it."
             )
         _check_checksum(manifest, version, seq, legacy_seq)
         missing = sorted(REQUIRED_FIELDS - set(manifest))
@@ -202,15 +202,14 @@ def parse(
 
 
 def _check_checksum(manifest: dict, version: Any, seq: int, legacy_seq: int | None) -> None:
-    if type(version) is not int or version not in (LEGACY_FORMAT, layout.FORMAT_VERSION):
+    if type(version) is not int or not LEGACY_FORMAT <= version <= layout.FORMAT_VERSION:
         raise ValueError(f"unknown memstore_format {version!r}")
     recorded = manifest.get(CHECKSUM_FIELD)
     if version == LEGACY_FORMAT and recorded is None:
         if legacy_seq is not None and seq > legacy_seq:
             raise ValueError(
-                "it claims format 1 (no checksum), but the store was upgraded to format "
-                f"{layout.FORMAT_VERSION} after commit {legacy_seq}, so every later manifest "
-                "carries a checksum"
+                "it claims format 1 (no checksum), but the store was upgraded from format 1 "
+                f"after commit {legacy_seq}, so every later manifest carries a checksum"
             )
         return
     if recorded != manifest_checksum(manifest):
