@@ -47,15 +47,21 @@ def test_plot_data_exact(hand):
     assert json.loads(json.dumps(data)) == data
 
 
-def test_plot_data_equals_describe(tmp_path):
-    """Over the test stream (a resize after step 2 shrinks the quotas), every commit's
-    counts are describe()'s class histogram and groups."""
+def _four_commits(tmp_path):
+    """A store whose buffer "s" has 4 commits of the test stream (a resize after step 2)."""
     sources = make_sources()
     store = open_store(str(tmp_path / "s.zarr"))
     buf = POLICIES["random-experience"]()
     for k in range(4):
         apply_step(buf, k, sources)
         store.save("s", buf, message=f"step {k}")
+    return store
+
+
+def test_plot_data_equals_describe(tmp_path):
+    """Over the test stream (a resize after step 2 shrinks the quotas), every commit's
+    counts are describe()'s class histogram and groups."""
+    store = _four_commits(tmp_path)
     data = plot_data(store, "s")
     assert [c["seq"] for c in data["commits"]] == [0, 1, 2, 3]
     for row, c in enumerate(data["commits"]):
@@ -74,12 +80,7 @@ def test_plot_data_equals_describe(tmp_path):
 def test_describe_log_is_describe_of_each_commit_reading_the_log_once(tmp_path, monkeypatch):
     """plot_data's source: Store.describe_log equals describe() of each commit of the log,
     and reads each manifest once (not the whole log again per commit)."""
-    sources = make_sources()
-    store = open_store(str(tmp_path / "s.zarr"))
-    buf = POLICIES["random-experience"]()
-    for k in range(4):
-        apply_step(buf, k, sources)
-        store.save("s", buf, message=f"step {k}")
+    store = _four_commits(tmp_path)
     want = [store.describe("s", c.seq) for c in store.log("s")]
     reads: list[str] = []
     read = store.files.read
