@@ -22,46 +22,42 @@ def s3_server(seaweedfs_server):
     return seaweedfs_server
 
 
-class TestSeaweedFSStore(StoreTests):
+def on_server(server: str) -> type:
+    """A mixin giving the suites' ``storage_options`` / ``store_url`` fixtures: a fresh
+    bucket on the server fixture named ``server``."""
+
+    class OnServer:
+        @pytest.fixture
+        def storage_options(self, request):
+            return request.getfixturevalue(server).storage_options()
+
+        @pytest.fixture
+        def store_url(self, request):
+            found = request.getfixturevalue(server)
+            return found.url(found.make_bucket(), "m.zarr")
+
+    return OnServer
+
+
+OnSeaweedFS, OnMoto = on_server("seaweedfs_server"), on_server("moto_server")
+
+
+class TestSeaweedFSStore(OnSeaweedFS, StoreTests):
     """The whole store suite runs on SeaweedFS (atomic conditional PUTs, auth enforced);
     moto gets the run-state tests and the round trip below (its whole suite run would double
     the time for little more)."""
 
-    @pytest.fixture
-    def storage_options(self, seaweedfs_server):
-        return seaweedfs_server.storage_options()
 
-    @pytest.fixture
-    def store_url(self, seaweedfs_server):
-        return seaweedfs_server.url(seaweedfs_server.make_bucket(), "m.zarr")
-
-
-class TestSeaweedFSConcurrency(ConcurrencyTests):
+class TestSeaweedFSConcurrency(OnSeaweedFS, ConcurrencyTests):
     """Real processes racing on a server whose conditional PUT is atomic. Fewer commits per
     writer than locally: a save takes 1.5-2 s and a load 0.6 s on SeaweedFS here, and the
     writers' commits are serial (set MEMSTORE_S3_COMMITS=30 for the full-size run)."""
 
     commits = int(os.environ.get("MEMSTORE_S3_COMMITS", "10"))
 
-    @pytest.fixture
-    def storage_options(self, seaweedfs_server):
-        return seaweedfs_server.storage_options()
 
-    @pytest.fixture
-    def store_url(self, seaweedfs_server):
-        return seaweedfs_server.url(seaweedfs_server.make_bucket(), "m.zarr")
-
-
-class TestMotoRunState(RunStateTests):
+class TestMotoRunState(OnMoto, RunStateTests):
     """Run state on moto too: ranged reads of a safetensors object, refs across snapshots."""
-
-    @pytest.fixture
-    def storage_options(self, moto_server):
-        return moto_server.storage_options()
-
-    @pytest.fixture
-    def store_url(self, moto_server):
-        return moto_server.url(moto_server.make_bucket(), "m.zarr")
 
 
 def test_round_trip_history_verify_gc_on_moto(moto_server):
