@@ -49,7 +49,7 @@ from .comm import CollectiveError, agree, all_gather_rows, rank_and_size
 from .parametric import check_disjoint, feature_update
 from .wire import payload_words, wire_schema, words_payload
 
-__all__ = ["update", "state_digest", "local_top", "canonical", "apply_union"]
+__all__ = ["update", "local_top", "canonical", "apply_union"]
 
 _OWNER = "memstore.distributed.update"
 

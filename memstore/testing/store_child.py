@@ -2,8 +2,10 @@
 
 Importable part: the deterministic stream (two :class:`~memstore.ArraySource` sources, five
 experiences, a resize after the third), one buffer factory per policy, a seeded feature model,
-and :func:`state_digest`. The test in the parent and this script in a fresh process build the
-same objects from the same names, so the child can resume a buffer the parent saved.
+and the crash/resume workers (states compared by
+:func:`memstore.policies.base.state_digest`). The test in the parent and this script in a
+fresh process build the same objects from the same names, so the child can resume a buffer
+the parent saved.
 
 Run as a module (``python -m memstore.testing.store_child MODE ...``; :data:`CHILD` is that
 command line):
@@ -61,7 +63,6 @@ __all__ = [
     "strategy_for",
     "apply_step",
     "run_stream",
-    "state_digest",
     "crash_buffer",
     "crash_step",
     "crash_run_state",

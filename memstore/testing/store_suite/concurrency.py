@@ -8,8 +8,9 @@ import time
 import pytest
 
 from memstore import ConcurrentCommitError, ReservoirSamplingBuffer, open_store
+from memstore.policies.base import state_digest
 from memstore.testing.reference import assert_state_equal
-from memstore.testing.store_child import CHILD, add_rows, child_env, state_digest
+from memstore.testing.store_child import CHILD, add_rows, child_env
 
 from .base import StoreFixtures
 from .files import manifest

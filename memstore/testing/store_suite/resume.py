@@ -14,6 +14,7 @@ from memstore import (
     SourceMismatchError,
     open_store,
 )
+from memstore.policies.base import state_digest
 from memstore.testing.reference import assert_state_equal
 from memstore.testing.store_child import (
     CHILD,
@@ -24,7 +25,6 @@ from memstore.testing.store_child import (
     make_experience,
     make_model,
     run_stream,
-    state_digest,
     strategy_for,
 )
 
