@@ -203,6 +203,8 @@ def _upgrade_root(conn: Connection, meta: dict[str, Any]) -> None:
     (format-1, checksum-less) commit of each buffer: every manifest above it must carry a
     checksum. From format 2 nothing else changes: the version alone keeps a format-2
     memstore, whose gc ignores ``run_state.refs``, from opening the store (``FORMAT.md``)."""
+    meta = dict(meta, attributes=dict(meta["attributes"]))
+    meta["attributes"][layout.FORMAT_ATTRIBUTE] = layout.FORMAT_VERSION
     legacy = dict(conn.root.legacy)
     if conn.root.version < layout.CHECKSUM_FORMAT:
         for name in conn.files.listdir(layout.BUFFERS):
@@ -210,9 +212,6 @@ def _upgrade_root(conn: Connection, meta: dict[str, Any]) -> None:
             seqs = [s for s in map(layout.manifest_seq, entries) if s is not None]
             if seqs:
                 legacy[name] = max(seqs)
-    meta = dict(meta, attributes=dict(meta["attributes"]))
-    meta["attributes"][layout.FORMAT_ATTRIBUTE] = layout.FORMAT_VERSION
-    if conn.root.version < layout.CHECKSUM_FORMAT:
         meta["attributes"][LEGACY_ATTRIBUTE] = legacy
     try:
         conn.files.write_file(layout.ROOT_METADATA, json.dumps(meta, indent=2).encode())
