@@ -172,7 +172,7 @@ def approximate_herding_order(
             save_index(index_cache, index, center, params)
     else:
         index, center = loaded
-    return _herd_with_index(index, center, n, k, nprobe, nlist)
+    return _herd_with_index(index, center, k, nprobe, nlist)
 
 
 def _build_index(
@@ -206,9 +206,7 @@ def _build_index(
     return index, total / n
 
 
-def _herd_with_index(
-    index: Any, center: np.ndarray, n: int, k: int, nprobe: int, nlist: int
-) -> np.ndarray:
+def _herd_with_index(index: Any, center: np.ndarray, k: int, nprobe: int, nlist: int) -> np.ndarray:
     """The greedy herding loop over a filled IVF index (one 1-NN search per pick).
 
     Each picked row is removed from its inverted list (the list's last entry moves into its
