@@ -247,11 +247,11 @@ def source_debris(sources: SourceIndexes, remove_orphans: bool = False) -> list[
     out: list[str] = []
     for name in sources.conn.files.listdir(layout.SOURCES):
         try:
-            out.extend(sources.debris(name))
-            if remove_orphans:
-                out.extend(sources.unrecorded(name))
+            recorded, paths = sources.leftovers(name)
         except MemstoreError:
             continue
+        if recorded or remove_orphans:
+            out.extend(paths)
     return out
 
 

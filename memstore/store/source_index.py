@@ -112,7 +112,7 @@ class SourceIndexes:
         re-indexing killed mid-way, temp files. Empty while the record is damaged or missing
         (its folders are evidence: see :meth:`unrecorded`); raises
         :class:`~memstore.errors.CorruptStoreError` while it is damaged."""
-        recorded, paths = self._leftovers(name)
+        recorded, paths = self.leftovers(name)
         return paths if recorded else []
 
     def unrecorded(self, name: str) -> list[str]:
@@ -121,12 +121,13 @@ class SourceIndexes:
         record holds their checksums), but restoring the record makes them an index again,
         so they are evidence, not debris. Empty while the record exists; raises
         :class:`~memstore.errors.CorruptStoreError` while it is damaged."""
-        recorded, paths = self._leftovers(name)
+        recorded, paths = self.leftovers(name)
         return [] if recorded else paths
 
-    def _leftovers(self, name: str) -> tuple[bool, list[str]]:
-        """(whether ``name`` has a record, the paths under its folder it does not point at).
-        Cost: one record read and one listing."""
+    def leftovers(self, name: str) -> tuple[bool, list[str]]:
+        """(whether ``name`` has a record, the paths under its folder it does not point at):
+        :meth:`debris` if it has one, else :meth:`unrecorded`. Cost: one record read and one
+        listing; raises :class:`~memstore.errors.CorruptStoreError` while it is damaged."""
         prefix = self.index_prefix(name)
         keep = {"record.json", prefix.rsplit("/", 1)[-1] if prefix else None}
         return prefix is not None, [
