@@ -208,8 +208,8 @@ def test_exact_chunked_equals_herding_order_at_scale(feats, exact_picks):
 
 
 def test_exact_chunked_from_zarr_float32_equals_herding_order(tmp_path):
-    # The reader's mean is a float64 block sum rounded to float32, herding_order's is torch's
-    # float32 mean; on this data they agree, so the picks are identical.
+    # The reader's mean is torch's float32 mean streamed block by block (memstore.selection.
+    # center), herding_order's is torch's own: the picks are identical.
     x = mixture(9000, 16, 8, seed=2)
     reader = to_zarr(tmp_path / "x.zarr", x)
     np.testing.assert_array_equal(exact_herding_chunked(reader, 500), herding_order(x, 500))

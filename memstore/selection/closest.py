@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .center import reader_mean, torch_mean
 from .readers import (
     DEFAULT_CHUNK_ROWS,
     FeatureReader,
-    center64,
     check_chunk_rows,
     check_k,
     check_reader,
@@ -66,7 +66,7 @@ def closest_to_center_order(features: np.ndarray, k: int) -> np.ndarray:
     k = min(int(k), n)
     if k <= 0:
         return np.empty(0, dtype=np.int64)
-    center = x.mean(dim=0)
+    center = torch.from_numpy(torch_mean(features))
     if features.dtype != np.float32 or k >= n:
         return smallest_k_stable(reference_distances(x, center), k)
     approx = bounded_distances(features, center.numpy())
@@ -148,12 +148,13 @@ def chunked_closest_order(
 ) -> np.ndarray:
     """The ``k`` rows nearest the mean, ascending squared distance, ties by lower index.
 
-    Exact, by two chunked passes (the mean, then float32 distances ``Σ (x − c)²`` as the
-    exact strategy computes them, merged into a running top-``k``): a single query's
-    k-NN needs one pass over the data with any index, and training or filling a FAISS
-    index costs more than that pass. Differs from :func:`closest_to_center_order` only
-    where the float32 rounding of the mean (float64 sum here, torch's float32 mean there)
-    reorders near-ties. Cost O(N·d) time, O((k + chunk_rows)·d) memory.
+    Exact, by two chunked passes (torch's float32 mean, streamed by :func:`.reader_mean`,
+    then the reference's float32 distances, merged into a running top-``k``): a single
+    query's k-NN needs one pass over the data with any index, and training or filling a
+    FAISS index costs more than that pass. The same order as :func:`closest_to_center_order`
+    on the same float32 rows — except where the mean kernel cannot run here (no numba), as
+    then the mean is a float64 sum rounded to float32 and near-ties may reorder.
+    Cost O(N·d) time, O((k + chunk_rows)·d) memory.
     """
     owner = "chunked_closest_order"
     reader = check_reader(features, owner)
@@ -162,11 +163,11 @@ def chunked_closest_order(
     chunk_rows = check_chunk_rows(chunk_rows, owner)
     if k == 0:
         return np.empty(0, dtype=np.int64)
-    center = torch.from_numpy(center64(reader, chunk_rows, owner).astype(np.float32))
+    center = torch.from_numpy(reader_mean(reader, chunk_rows, owner))
     best_d = np.empty(0, dtype=np.float32)
     best_i = np.empty(0, dtype=np.int64)
     for start, block in iter_blocks(reader, chunk_rows, owner):
-        dist = torch.pow(torch.from_numpy(block) - center, 2).sum(dim=1).numpy()
+        dist = reference_distances(torch.from_numpy(block), center)
         vals = np.concatenate([best_d, dist])
         rows = np.concatenate([best_i, np.arange(start, start + block.shape[0])])
         if vals.size > k:

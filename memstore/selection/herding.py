@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .center import stream_mean, torch_mean
 from .kernels import KERNELS, make_scores
 from .readers import (
     DEFAULT_CHUNK_ROWS,
@@ -144,7 +145,7 @@ def herding_order(features: np.ndarray, k: int, *, kernel: str | None = None) ->
         return picks
     x32 = np.ascontiguousarray(features, dtype=np.float32)
     xt = torch.from_numpy(x32)
-    center_t = xt.mean(dim=0)  # the reference's center, last bit included
+    center_t = torch.from_numpy(torch_mean(x32))  # the reference's center, last bit included
     c32 = center_t.numpy()
     c64 = c32.astype(np.float64)
     cn = float(c64 @ c64) ** 0.5
@@ -266,10 +267,18 @@ def exact_herding_chunked(
         return picks
     sq = np.empty(n, dtype=np.float64)
     total = np.zeros(d, dtype=np.float64)
+    mean = stream_mean(n, d)  # torch's float32 mean of the rows, streamed with the norms
     for start, block in iter_blocks(reader, chunk_rows, owner):
         sq[start : start + block.shape[0]] = np.einsum("ij,ij->i", block, block, dtype=np.float64)
-        total += block.sum(axis=0, dtype=np.float64)
-    if isinstance(reader, np.ndarray) and reader.dtype == np.float32 and reader.flags.c_contiguous:
+        if mean is not None:
+            mean.add(block)
+        else:
+            total += block.sum(axis=0, dtype=np.float64)
+    if mean is not None:
+        center_t = torch.from_numpy(mean.result())
+    elif (
+        isinstance(reader, np.ndarray) and reader.dtype == np.float32 and reader.flags.c_contiguous
+    ):
         center_t = torch.from_numpy(reader).mean(dim=0)
     else:
         center_t = torch.from_numpy((total / n).astype(np.float32))

@@ -28,7 +28,6 @@ __all__ = [
     "check_finite",
     "iter_blocks",
     "read_all",
-    "center64",
     "row_blocks",
     "BLOCK_ELEMENTS",
 ]
@@ -149,15 +148,6 @@ def read_all(reader: Any, chunk_rows: int, owner: str) -> np.ndarray:
     for start, block in iter_blocks(reader, chunk_rows, owner):
         out[start : start + block.shape[0]] = block
     return out
-
-
-def center64(reader: Any, chunk_rows: int, owner: str) -> np.ndarray:
-    """The mean of all rows, summed block by block in float64."""
-    n, d = (int(s) for s in reader.shape)
-    total = np.zeros(d, dtype=np.float64)
-    for _, block in iter_blocks(reader, chunk_rows, owner):
-        total += block.sum(axis=0, dtype=np.float64)
-    return total / max(n, 1)
 
 
 def row_blocks(n: int, d: int) -> list[tuple[int, int]]:
