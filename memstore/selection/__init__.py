@@ -4,8 +4,9 @@ closest-to-center), exact by default, FAISS IVF for millions of rows.
 Modules, each depending only on those after it: ``strategies`` (the public Avalanche
 strategies and how a state records them) → ``herding`` (exact herding, in RAM or chunked,
 one near-tie margin), ``closest`` (closest-to-center), ``faiss_ivf`` (approximate herding)
-and ``ivf_cache`` (its persisted index) → ``kernels`` (which first pass herding uses: a
-probe) → ``scores`` (float32 / torch int8 first passes) → ``readers`` (the chunked
+and ``ivf_cache`` (its persisted index) → ``center`` (torch's float32 mean bit for bit in
+one pass; its numba kernels in ``_center_kernels``) and ``kernels`` (which first pass herding
+uses: a probe) → ``scores`` (float32 / torch int8 first passes) → ``readers`` (the chunked
 ``FeatureReader`` protocol and block iteration).
 """
 
