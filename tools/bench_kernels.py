@@ -3,10 +3,12 @@
 Why herding's per-pick cost has the floor it has here: one float32 mat-vec over ``N×d``
 features (numpy, the yardstick of ``tools/bench_selection.py``) against the low-precision
 kernels on offer — torch's weight-only int8 kernel (the one memstore uses) for 1, 2 and 16
-queries, fbgemm's dynamically quantized ``Linear`` (and its weight packing), bf16, and
-``torch._int_mm`` — plus torch's float32 mean on numpy- and torch-allocated arrays (the
-closest-to-center floor) and how often herding's next pick is among the current best rows
-(whether speculating the next picks could batch the passes). Best of ``--repeat`` calls.
+queries, fbgemm's dynamically quantized ``Linear`` (and its weight packing), bf16,
+``torch._int_mm``, and int8 passes compiled by numba (what LLVM makes of a plain loop) — plus
+torch's float32 mean on numpy- and torch-allocated arrays against memstore's one-pass
+reproduction (the closest-to-center floor) and how often herding's next pick is among the
+current best rows (whether speculating the next picks could batch the passes). Best of
+``--repeat`` calls.
 
     OMP_NUM_THREADS=1 python tools/bench_kernels.py
 """
@@ -25,7 +27,32 @@ import warnings  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from memstore.selection.center import torch_mean  # noqa: E402
 from memstore.selection.herding import herding_order  # noqa: E402
+
+
+def numba_passes():
+    """Two int8 first passes as plain numba loops: int8 rows · float32 query (reassociation
+    allowed, so LLVM vectorises the sum) and int8 rows · int8 query in int32 (exact)."""
+    import numba
+
+    @numba.njit(nogil=True, fastmath={"reassoc", "contract"})
+    def f32_query(q, t, out):
+        for j in range(q.shape[0]):
+            acc = np.float32(0.0)
+            for c in range(q.shape[1]):
+                acc += np.float32(q[j, c]) * t[c]
+            out[j] = acc
+
+    @numba.njit(nogil=True)
+    def i8_query(q, a, out):
+        for j in range(q.shape[0]):
+            acc = np.int32(0)
+            for c in range(q.shape[1]):
+                acc = np.int32(acc + np.int32(q[j, c]) * np.int32(a[c]))
+            out[j] = acc
+
+    return f32_query, i8_query
 
 
 def best_ms(fn, repeat: int) -> float:
@@ -65,6 +92,15 @@ def kernels(n: int, d: int, repeat: int) -> None:
         xq = torch.randn(1, d)
         dyn = best_ms(lambda: torch.ops.quantized.linear_dynamic(xq, packed, False), repeat)
     rows.append((f"fbgemm dynamic int8 Linear (packing {pack:.1f} ms)", dyn))
+    f32_query, i8_query = numba_passes()
+    qn, out32, outi = q.numpy(), np.empty(n, dtype=np.float32), np.empty(n, dtype=np.int32)
+    a8n = a8.numpy()[0].copy()
+    rows.append(
+        ("numba int8 rows x float32 query", best_ms(lambda: f32_query(qn, v, out32), repeat))
+    )
+    rows.append(
+        ("numba int8 rows x int8 query (int32)", best_ms(lambda: i8_query(qn, a8n, outi), repeat))
+    )
     print(f"\nOne pass over N={n} d={d}, best of {repeat} (ms; ratio to the float32 mat-vec)")
     for name, t in rows:
         print(f"  {name:52s} {t:8.3f}  {t / mv:5.2f}x")
@@ -78,11 +114,17 @@ def mean_alignment(n: int, d: int, repeat: int) -> None:
     one = best_ms(lambda: x @ v, repeat)
     un = best_ms(lambda: torch.from_numpy(x).mean(dim=0), repeat)
     al = best_ms(lambda: t.mean(dim=0), repeat)
+    ours = best_ms(lambda: torch_mean(x), repeat)
+    same = np.array_equal(
+        torch_mean(x).view(np.int32), torch.from_numpy(x).mean(0).numpy().view(np.int32)
+    )
     print(
         f"\ntorch float32 mean, N={n} d={d}: one numpy pass {one:.1f} ms; numpy-allocated "
         f"({x.ctypes.data % 64} mod 64 bytes) {un:.1f} ms = {un / one:.2f}x; torch-allocated "
         f"({t.data_ptr() % 64} mod 64) {al:.1f} ms = {al / one:.2f}x; same bits: "
-        f"{torch.equal(torch.from_numpy(x).mean(dim=0), t.mean(dim=0))}"
+        f"{torch.equal(torch.from_numpy(x).mean(dim=0), t.mean(dim=0))}; memstore's one-pass "
+        f"reproduction (memstore.selection.center) {ours:.1f} ms = {ours / one:.2f}x, "
+        f"same bits: {same}"
     )
 
 
