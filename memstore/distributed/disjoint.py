@@ -54,7 +54,8 @@ def check_ids_disjoint(ids: np.ndarray, group: Any, owner: str) -> None:
     Cost per rank holding n ids: each id sent once (8 bytes, one ``all_to_all_single``, no
     padding: 8·n bytes) plus two small status messages (``world`` counts per rank, then the
     verdict); O(n) to hash and bucket its ids, O(m log m) to sort the m it checks (m ≈ n: the
-    hash spreads ids evenly). Measured: 1M ids over 2 gloo ranks, ~0.1–0.2 s (README).
+    hash spreads ids evenly). Measured: 1M ids over 2 gloo ranks, 0.04–0.22 s and 4 MB sent per
+    rank (load ~6), against 1.2–1.5 s for the whole hash-draws update.
     """
     rank, world = rank_and_size(group, owner)
     error, send = None, None
