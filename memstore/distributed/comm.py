@@ -5,7 +5,8 @@ part succeeded, and if any rank failed, every rank raises the same
 :class:`CollectiveError` naming it — no rank is left waiting in a collective another rank
 will never enter. A rank that dies (or a backend error, e.g. a gloo timeout) surfaces as a
 :class:`CollectiveError` too. Rows travel as padded int64 / float32 tensors
-(``all_gather``, ``gather``); ``all_gather_object`` carries only small metadata.
+(``all_gather``, ``gather``, ``all_to_all_single``); ``all_gather_object`` carries only small
+metadata.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "TRAFFIC",
     "agree",
     "all_gather_rows",
+    "all_to_all_rows",
     "gather_rows_to",
     "all_gather_small",
     "rank_and_size",
@@ -162,3 +164,21 @@ def gather_rows_to(
     if out is None:
         return None
     return np.concatenate([o.numpy()[:n] for o, n in zip(out, counts, strict=True)])
+
+
+def all_to_all_rows(
+    block: np.ndarray, send: list[int], receive: list[int], group: Any, what: str
+) -> np.ndarray:
+    """Rows ``block`` [n, ...] (one dtype) sorted by destination, ``send[d]`` of them for rank
+    ``d``; returns the rows every rank sent here, by source rank (``receive[s]`` from rank
+    ``s``). Counts must agree across ranks (``receive`` here = column of everyone's ``send``).
+
+    Cost: one ``all_to_all_single`` (gloo and NCCL), no padding: ``n`` rows sent per rank.
+    """
+    mine = torch.from_numpy(np.ascontiguousarray(block))
+    out = torch.empty((sum(receive), *block.shape[1:]), dtype=mine.dtype)
+    TRAFFIC.add(mine.numel() * mine.element_size())
+    _backend_call(
+        lambda: dist.all_to_all_single(out, mine, list(receive), list(send), group=group), what
+    )
+    return out.numpy()

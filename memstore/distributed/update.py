@@ -9,7 +9,8 @@ selection, features — see :mod:`.parametric`), never samples. Payload columns
 every candidate row sent (packed into int64 words beside its metadata, see :mod:`.wire`), so
 each rank's buffer, payload included, equals the single-process update of the union. Ranks
 must pass the same payload schema (names, dtypes, trailing shapes), checked in the first
-metadata step.
+metadata step. Ranks must pass disjoint ids: every id is checked once, before any rank filters
+its rows (:mod:`.disjoint`), so a repeat is refused even when no copy would reach the union.
 
 Which results do not depend on the number of ranks or the split, and why:
 
@@ -46,7 +47,8 @@ from memstore.policies.base import check_known_ids, state_digest
 from memstore.policies.reservoir import hash_draws, hash_order
 
 from .comm import CollectiveError, agree, all_gather_rows, rank_and_size
-from .parametric import check_disjoint, feature_update
+from .disjoint import check_ids_disjoint
+from .parametric import feature_update
 from .wire import payload_words, wire_schema, words_payload
 
 __all__ = ["update", "local_top", "canonical", "apply_union"]
@@ -123,16 +125,18 @@ def update(
     Args:
         buffer: the same buffer on every rank (checked by digest).
         experience: the rows this rank holds; every rank gives the same ``source`` and
-            ``index``; ids must be disjoint across ranks.
+            ``index``; ids must be disjoint across ranks (checked over every id, see
+            :func:`~memstore.distributed.disjoint.check_ids_disjoint`).
         sources: as for ``buffer.update``; feature-based selection reads old exemplars here.
         group: a ``torch.distributed`` process group (default: the world).
 
     Raises :class:`~memstore.distributed.CollectiveError` on every rank if any rank's input is
-    wrong or a rank fails, or if ranks pass different payload schemas; buffers are then
-    unchanged. Cost per rank: two small metadata gathers and one gather of (ids, targets, task
-    labels, payload bytes) rows — only the local top candidates per group with
-    ``draws="hash"``, every row otherwise: 24 bytes plus the payload row size rounded up to a
-    multiple of 8, per row sent, received from every rank.
+    wrong or a rank fails, if ranks pass different payload schemas, or if two ranks pass the
+    same id; buffers are then unchanged. Cost per rank: two small metadata gathers; the id
+    check (every id sent once, 8 bytes, to the one rank that checks it, plus two small
+    messages); and one gather of (ids, targets, task labels, payload bytes) rows — only the
+    local top candidates per group with ``draws="hash"``, every row otherwise: 24 bytes plus
+    the payload row size rounded up to a multiple of 8, per row sent, received from every rank.
     """
     rank_and_size(group, _OWNER)
     error, meta = None, None
@@ -162,6 +166,7 @@ def update(
                 "dtypes, trailing shapes; also a rank without rows), to the same buffer (load it "
                 "from one commit on every rank)."
             )
+    check_ids_disjoint(rows.ids, group, _OWNER)  # every id, before any rank filters its rows
     if isinstance(buffer, ParametricBuffer) and buffer.selection_strategy.needs_features:
         feature_update(buffer, experience, rows, sources, group)
         return
@@ -189,7 +194,6 @@ def apply_union(buffer: ExemplarsBuffer, union: np.ndarray, experience: Experien
     payload words laid out as ``experience.payload``) on every rank; if any rank fails, every
     rank restores its buffer and raises the same error."""
     rows = canonical(union)
-    check_disjoint(rows[:, 0])
     payload = words_payload(rows[:, 3:], experience.payload)
     snapshot = buffer.state_dict()
     error = None

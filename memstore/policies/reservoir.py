@@ -21,7 +21,14 @@ from memstore.experiences import ExemplarSet
 
 from .base import ExemplarsBuffer
 
-__all__ = ["DRAWS", "ReservoirSamplingBuffer", "hash_draws", "hash_order", "with_draws"]
+__all__ = [
+    "DRAWS",
+    "ReservoirSamplingBuffer",
+    "hash_draws",
+    "hash_order",
+    "splitmix64",
+    "with_draws",
+]
 
 #: the values of the ``draws`` parameter of the reservoir family.
 DRAWS = ("torch", "hash")
@@ -31,8 +38,9 @@ _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    """The splitmix64 finaliser, elementwise on uint64 (wrapping arithmetic)."""
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser, elementwise on uint64 (wrapping arithmetic): a fixed,
+    well-mixed 64-bit hash of each value (also what assigns ids to ranks across processes)."""
     z = x + _GOLDEN
     z = (z ^ (z >> np.uint64(30))) * _M1
     z = (z ^ (z >> np.uint64(27))) * _M2
@@ -56,10 +64,10 @@ def hash_draws(
     names, codes = np.unique(np.asarray(source), return_inverse=True)
     name_keys = np.array([_name_hash(str(n)) for n in names], dtype=np.uint64)
     with np.errstate(over="ignore"):
-        key = _splitmix64(np.full(len(ids), seed, dtype=np.uint64))
-        key = _splitmix64(key ^ name_keys[codes.reshape(-1)])
-        key = _splitmix64(key ^ np.asarray(experience, dtype=np.int64).astype(np.uint64))
-        key = _splitmix64(key ^ np.asarray(ids, dtype=np.int64).astype(np.uint64))
+        key = splitmix64(np.full(len(ids), seed, dtype=np.uint64))
+        key = splitmix64(key ^ name_keys[codes.reshape(-1)])
+        key = splitmix64(key ^ np.asarray(experience, dtype=np.int64).astype(np.uint64))
+        key = splitmix64(key ^ np.asarray(ids, dtype=np.int64).astype(np.uint64))
     return (key >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)
 
 
