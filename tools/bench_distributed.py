@@ -10,14 +10,15 @@ barrier to the end:
 2. fills one shared feature cache (``fill_feature_cache``, chunks follow shard ownership) with
    the features of ``Linear(dim -> --feature-dim)``;
 3. runs ``memstore.distributed.update`` of ``ParametricBuffer(--max-size, groupby="class",
-   HerdingSelectionStrategy)``: ids + metadata gathered, each class herded on its owner rank,
-   features sent only there;
+   HerdingSelectionStrategy)``: per-class row counts shared, each class herded on its owner
+   rank, its rows' metadata and features sent only there, the kept rows shared;
 4. ``memstore.distributed.save`` (rank 0 commits).
 
 Printed per world size: wall seconds (slowest rank), the ratio 1-rank wall / 2-rank wall
-(target ≥ 1.7 on a quiet 2-core machine), bytes each rank sent through memstore's collectives
-(``memstore.distributed.TRAFFIC``: payload incl. padding) and each rank's peak RSS. Both builds
-must give the same memory (checked: equal state digests). Threads are pinned to 1 per rank.
+(target ≥ 1.7 on a quiet 2-core machine), bytes each rank sent to and received from memstore's
+collectives (``memstore.distributed.TRAFFIC``: payload incl. padding) and each rank's peak
+RSS. Both builds must give the same memory (checked: equal state digests). Threads are pinned
+to 1 per rank.
 
     python tools/bench_distributed.py                 # 1 000 000 samples
     python tools/bench_distributed.py --n 100000      # smaller
@@ -79,6 +80,7 @@ def _rank(rank: int, world: int, port: int, args: dict, out: str) -> None:
         "features_s": t_features,
         "wall_s": wall,
         "bytes_sent": mdist.TRAFFIC.bytes_sent,
+        "bytes_received": mdist.TRAFFIC.bytes_received,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "digest": state_digest(buf.state_dict()),
         "commit": commit.seq,
@@ -156,13 +158,14 @@ def main() -> None:
     results = {w: _run(w, args, tempfile.mkdtemp(dir=work)) for w in (1, 2)}
     print(
         f"{'world':>5} {'rank':>4} {'rows':>9} {'features s':>10} {'wall s':>8} "
-        f"{'sent MB':>9} {'peak RSS MB':>11}"
+        f"{'sent MB':>9} {'recv MB':>9} {'peak RSS MB':>11}"
     )
     for w, reports in results.items():
         for r in reports:
             print(
                 f"{w:>5} {r['rank']:>4} {r['rows']:>9} {r['features_s']:>10.2f} "
-                f"{r['wall_s']:>8.2f} {r['bytes_sent'] / 1e6:>9.2f} {r['peak_rss_mb']:>11.0f}"
+                f"{r['wall_s']:>8.2f} {r['bytes_sent'] / 1e6:>9.2f} "
+                f"{r['bytes_received'] / 1e6:>9.2f} {r['peak_rss_mb']:>11.0f}"
             )
     walls = {w: max(r["wall_s"] for r in reports) for w, reports in results.items()}
     same = len({r["digest"] for reports in results.values() for r in reports}) == 1

@@ -42,17 +42,27 @@ class CollectiveError(MemstoreError, RuntimeError):
 
 
 class Traffic:
-    """Bytes this process contributed to collectives (payload, padding included); for
-    benchmarks. Not thread-safe; reset with :meth:`reset`."""
+    """Bytes this process sent to and received from memstore's collectives (tensor bytes,
+    padding included; small objects counted by their ``repr``), also received bytes per
+    collective label (``received_by``); for benchmarks and the traffic tests. Not
+    thread-safe; reset with :meth:`reset`."""
 
     def __init__(self) -> None:
         self.bytes_sent = 0
+        self.bytes_received = 0
+        self.received_by: dict[str, int] = {}
 
     def reset(self) -> None:
         self.bytes_sent = 0
+        self.bytes_received = 0
+        self.received_by = {}
 
     def add(self, nbytes: int) -> None:
         self.bytes_sent += int(nbytes)
+
+    def receive(self, nbytes: int, what: str) -> None:
+        self.bytes_received += int(nbytes)
+        self.received_by[what] = self.received_by.get(what, 0) + int(nbytes)
 
 
 #: the process-wide byte counter of memstore's collectives (what a benchmark reports).
@@ -88,6 +98,8 @@ def all_gather_small(value: Any, group: Any = None, what: str = "metadata") -> l
     out: list[Any] = [None] * world
     TRAFFIC.add(len(repr(value)))
     _backend_call(lambda: dist.all_gather_object(out, value, group=group), what)
+    me = dist.get_rank(group)
+    TRAFFIC.receive(sum(len(repr(v)) for r, v in enumerate(out) if r != me), what)
     return out
 
 
@@ -104,6 +116,8 @@ def broadcast_small(value: Any, src: int, group: Any = None, what: str = "result
     _backend_call(
         lambda: dist.broadcast_object_list(box, src=global_rank(group, src), group=group), what
     )
+    if dist.get_rank(group) != src:
+        TRAFFIC.receive(len(repr(box[0])), what)
     return box[0]
 
 
@@ -144,6 +158,7 @@ def all_gather_rows(block: np.ndarray, counts: list[int], group: Any, what: str)
     out = [torch.empty_like(mine) for _ in counts]
     TRAFFIC.add(mine.numel() * mine.element_size())
     _backend_call(lambda: dist.all_gather(out, mine, group=group), what)
+    TRAFFIC.receive((len(counts) - 1) * mine.numel() * mine.element_size(), what)
     return np.concatenate([o.numpy()[:n] for o, n in zip(out, counts, strict=True)])
 
 
@@ -163,6 +178,7 @@ def gather_rows_to(
     _backend_call(lambda: dist.gather(mine, out, dst=global_rank(group, dst), group=group), what)
     if out is None:
         return None
+    TRAFFIC.receive((len(counts) - 1) * mine.numel() * mine.element_size(), what)
     return np.concatenate([o.numpy()[:n] for o, n in zip(out, counts, strict=True)])
 
 

@@ -1,18 +1,24 @@
-"""Feature-based selection across ranks: groups have owners; features travel to them only.
+"""Feature-based selection across ranks: groups have owners; rows travel to them only.
 
 For a :class:`~memstore.policies.ParametricBuffer` whose strategy needs features (herding,
-closest-to-center): (1) the rows' metadata is gathered on every rank (ids, targets, task
-labels), so every rank knows every group's contents in canonical order — old exemplars, then
-new rows in ascending id; (2) each group is assigned an owner rank (largest groups first, to
-the least-loaded rank); (3) each rank computes the features of the rows it holds and sends
-each group's to its owner (``gather``), the owner computes its groups' old exemplars from
-``sources``; (4) the owner runs, per group, the selections ``ParametricBuffer.update`` runs
-(old size, then the new length, then the final re-selection); (5) the kept positions —
-at most ``max_size`` ints — are gathered by every rank; (6) the payload bytes of the kept new
-rows only (at most ``max_size`` rows in all, packed as int64 words, see :mod:`.wire`) are
-gathered from the ranks that hold them, and every rank installs the new groups with
-``load_state_dict``. The result — payload included — equals a single-process update of the
-canonical union when features of a sample do not depend on the batch it is computed in.
+closest-to-center): (1) every rank gathers each rank's group summary — ``{key: [rows,
+smallest id]}``, a few bytes per group — so all ranks know every group's size and the order
+in which a single process meets the groups (first appearance in ascending id); (2) each group
+is assigned an owner rank (largest groups first, to the least-loaded rank); (3) each rank
+computes the features of the rows it holds and sends each row's metadata (id, target, task)
+and features, as int64 words (see :mod:`.wire`), to its group's owner only (``gather``); the
+owner sorts them into canonical order (ascending id — the order a single-process update of
+the union sees) and computes its groups' old exemplars' features from ``sources``; (4) the
+owner runs, per group, the selections ``ParametricBuffer.update`` runs (old size, then the
+new length, then the final re-selection); (5) the kept rows — at most ``max_size`` in all:
+old positions, or the new rows' metadata and holder rank — are gathered by every rank;
+(6) the payload bytes of the kept new rows only are gathered from the ranks that hold them,
+and every rank installs the new groups with ``load_state_dict``. No rank receives the
+metadata of rows outside its own groups: per update a rank receives O(rows of its groups +
+world × kept rows of one owner), not O(all rows). The result — payload included — equals a
+single-process update of the canonical union when features of a sample do not depend on the
+batch it is computed in. Repeated ids are refused within each owner's groups; ids repeated
+across groups (two ranks passing one id with different targets) are the caller's check.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from memstore.experiences import PAYLOAD_PREFIX, ExemplarSet, Experience, resolv
 from memstore.policies import ParametricBuffer
 from memstore.policies.base import first_appearance_groups
 
-from .comm import CollectiveError, agree, all_gather_rows, all_gather_small, gather_rows_to
+from .comm import CollectiveError, agree, all_gather_rows, gather_rows_to
 from .wire import payload_words, words_payload
 
 __all__ = ["feature_update", "assign_owners", "selection_sequence"]
@@ -91,6 +97,36 @@ def _keys(buffer: ParametricBuffer, targets, tasks, index: int) -> np.ndarray:
     return np.full(len(targets), index, dtype=np.int64)
 
 
+def _summary(keys: np.ndarray, ids: np.ndarray) -> dict[int, list[int]]:
+    """``{key: [rows, smallest id]}`` of this rank's rows (``ids`` ascending): what the other
+    ranks need to size, order and assign the groups."""
+    uniq, first, count = np.unique(keys, return_index=True, return_counts=True)
+    return {int(k): [int(c), int(ids[f])] for k, f, c in zip(uniq, first, count, strict=True)}
+
+
+def _first_appearance(summaries: list[dict[int, list[int]]]) -> list[int]:
+    """The keys of all ranks' rows in the order a single process meets them in the canonical
+    union (ascending id): by each key's smallest id (ties, only with repeated ids: by key)."""
+    smallest: dict[int, int] = {}
+    for summary in summaries:
+        for key, (_, low) in summary.items():
+            smallest[key] = min(smallest.get(key, low), low)
+    return sorted(smallest, key=lambda k: (smallest[k], k))
+
+
+def _kept_block(key: int, sel: np.ndarray, n_old: int, meta: np.ndarray, holder: np.ndarray):
+    """The kept rows of one group in selection order, as int64 rows (key, old position or -1,
+    id, target, task, holder rank; the last four -1 for an old row)."""
+    out = np.full((len(sel), 6), -1, dtype=np.int64)
+    out[:, 0] = key
+    old = sel < n_old
+    out[old, 1] = sel[old]
+    new = sel[~old] - n_old
+    out[~old, 2:5] = meta[new, :3]
+    out[~old, 5] = holder[new]
+    return out
+
+
 def feature_update(
     buffer: ParametricBuffer, experience: Experience, rows: ExemplarSet, sources: Any, group: Any
 ) -> None:
@@ -100,129 +136,121 @@ def feature_update(
     rank, world = dist.get_rank(group), dist.get_world_size(group)
     strategy = buffer.selection_strategy
     state = buffer.state_dict()
-    index = experience.index if experience.index is not None else int(state["num_updates"])
-    counts = agree(None, len(rows), group, _OWNER)
-    block = np.stack([rows.ids, rows.targets, rows.task_labels], axis=1).astype(np.int64)
-    gathered = all_gather_rows(block, counts, group, f"{_OWNER} (rows)")
-    from_rank = np.repeat(np.arange(world), counts)
-    canon = np.argsort(gathered[:, 0], kind="stable")
-    union = gathered[canon]
-    check_disjoint(union[:, 0])
-    keys = _keys(buffer, union[:, 1], union[:, 2], int(index))
-    by_group = first_appearance_groups(keys)
-    if not by_group and buffer.groupby in (None, "experience"):
-        by_group = [(0 if buffer.groupby is None else int(index), np.empty(0, dtype=np.int64))]
+    index = int(experience.index if experience.index is not None else state["num_updates"])
+    order = np.argsort(rows.ids, kind="stable")  # my rows in canonical order
+    meta = np.stack([rows.ids, rows.targets, rows.task_labels], axis=1).astype(np.int64)[order]
+    keys = _keys(buffer, meta[:, 1], meta[:, 2], index)
+    summaries = agree(None, _summary(keys, meta[:, 0]), group, _OWNER)
+    new_keys = _first_appearance(summaries)
+    if not new_keys and buffer.groupby in (None, "experience"):
+        new_keys = [0 if buffer.groupby is None else index]  # an empty experience's group
     held = dict(buffer.buffer_groups)
-    every = list(dict.fromkeys([*held, *(k for k, _ in by_group)]))
+    every = list(dict.fromkeys([*held, *new_keys]))
     lengths = dict(zip(sorted(every), buffer.get_group_lengths(len(every)), strict=True))
-    new_pos = dict(by_group)
     old = {k: g.buffer for k, g in held.items()}
-    sizes = {k: len(old.get(k, ())) + len(new_pos.get(k, ())) for k in every}
+    per_rank = np.array([[s.get(k, [0])[0] for k in every] for s in summaries], dtype=np.int64)
+    sizes = {k: len(old.get(k, ())) + int(n) for k, n in zip(every, per_rank.sum(0), strict=True)}
     owners = assign_owners(sizes, world)
-    # canonical position -> (owner); features of my rows go to their group's owner
-    row_owner = np.empty(len(union), dtype=np.int64)
-    for k, pos in by_group:
-        row_owner[pos] = owners[k]
-    mine_canon = np.flatnonzero(from_rank[canon] == rank)  # my rows, in canonical order
-    my_local = canon[mine_canon] - int(np.sum(counts[:rank]))  # their positions in `rows`
+    # rows each rank sends to each owner, known to all from the summaries
+    sent = per_rank @ np.eye(world, dtype=np.int64)[[owners[k] for k in every]]
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    row_owner = np.array([owners[int(k)] for k in uniq], dtype=np.int64)[inverse.reshape(-1)]
     error, feats = None, None
     try:
-        feats = _features(strategy, rows.take(my_local), experience, sources)
+        feats = _features(strategy, rows.take(order), experience, sources)
     except Exception as err:
         error = err
     dims = agree(error, -1 if feats is None else int(feats.shape[1]), group, _OWNER)
     dim = max(dims + [0])
     if feats is None:
         feats = np.zeros((0, dim), dtype=np.float32)
-    table = None
-    # how many rows each rank sends to each owner: known to all from the metadata
-    sent = np.zeros((world, world), dtype=np.int64)
-    np.add.at(sent, (from_rank[canon], row_owner), 1)
+    block = np.concatenate([meta, payload_words({"f": feats}, len(feats))], axis=1)
+    mine, from_rank = block[:0], np.empty(0, dtype=np.int64)
     for dst in range(world):
-        to_dst = row_owner[mine_canon] == dst
-        n_to = sent[:, dst].tolist()
-        got = gather_rows_to(feats[to_dst], n_to, dst, group, f"{_OWNER} (features)")
+        got = gather_rows_to(
+            block[row_owner == dst], sent[:, dst].tolist(), dst, group, f"{_OWNER} (rows to owners)"
+        )
         if got is not None:
-            # rows arrive by source rank, each in canonical order: map back to canonical
-            senders = [
-                np.flatnonzero((from_rank[canon] == r) & (row_owner == dst)) for r in range(world)
-            ]
-            received_pos = np.concatenate(senders) if senders else np.empty(0, np.int64)
-            table = np.zeros((len(union), dim), dtype=np.float32)
-            table[received_pos] = got
-    error, kept = None, {}
+            mine, from_rank = got, np.repeat(np.arange(world), sent[:, dst])
+    error, kept = None, np.zeros((0, 6), dtype=np.int64)
     try:
+        # rows arrived by sender, each in canonical order: merge into canonical order
+        canon = np.argsort(mine[:, 0], kind="stable")
+        table, holder = mine[canon], from_rank[canon]
+        check_disjoint(table[:, 0])
+        table_f = words_payload(table[:, 3:], {"f": feats})["f"]
+        new_pos = dict(first_appearance_groups(_keys(buffer, table[:, 1], table[:, 2], index)))
+        parts = [kept]
         for key in every:
             if owners[key] != rank:
                 continue
             pos = new_pos.get(key, np.empty(0, dtype=np.int64))
             old_f = _features(strategy, old[key], experience, sources) if key in old else None
-            parts = [f for f in (old_f, table[pos] if len(pos) else None) if f is not None]
-            f = np.concatenate(parts) if parts else np.zeros((0, dim), dtype=np.float32)
+            f_parts = [f for f in (old_f, table_f[pos] if len(pos) else None) if f is not None]
+            f = np.concatenate(f_parts) if f_parts else np.zeros((0, dim), dtype=np.float32)
             if key in held and key in new_pos:
                 seq = [held[key].max_size, lengths[key], lengths[key]]
             else:
                 seq = [lengths[key]] * (2 if key in new_pos else 1)
-            kept[key] = selection_sequence(strategy, f, seq).tolist()
+            sel = selection_sequence(strategy, f, seq)
+            parts.append(_kept_block(key, sel, len(old.get(key, ())), table[pos], holder[pos]))
+        kept = np.concatenate(parts)
     except Exception as err:
         error = err
-    agree(error, None, group, _OWNER)
-    results: dict[int, np.ndarray] = {}
-    for part in all_gather_small(kept, group, f"{_OWNER} (selected ids)"):
-        results.update({k: np.asarray(v, dtype=np.int64) for k, v in part.items()})
-    # canonical positions of the kept new rows, per group in selection order
-    picked = {}
-    for key in every:
-        pos, sel = new_pos.get(key, np.empty(0, dtype=np.int64)), results[key]
-        picked[key] = pos[sel[sel >= len(old.get(key, ()))] - len(old.get(key, ()))]
-    kept_pos = np.sort(np.concatenate([np.empty(0, np.int64), *picked.values()]))
-    payload = _kept_payload(rows, kept_pos, from_rank[canon], canon, counts, group)
+    counts = agree(error, len(kept), group, _OWNER)
+    kept = all_gather_rows(kept, counts, group, f"{_OWNER} (kept rows)")
+    payload = _kept_payload(rows, order, meta[:, 0], kept, world, group)
+    by_key = dict(first_appearance_groups(kept[:, 0]))  # each key's rows in selection order
     groups = []
     for key in every:
-        at, sel = picked[key], results[key]
-        where = np.searchsorted(kept_pos, at)
+        at = by_key.get(key, np.empty(0, dtype=np.int64))
+        entries = kept[at]
+        new = entries[:, 1] < 0
+        n_new = int(new.sum())
         new_rows = ExemplarSet(
-            np.full(len(at), experience.source),
-            union[at, 0],
-            union[at, 1],
-            union[at, 2],
-            np.full(len(at), index, dtype=np.int64),
-            payload={k: v[where] for k, v in payload.items()},
+            np.full(n_new, experience.source),
+            entries[new, 2],
+            entries[new, 3],
+            entries[new, 4],
+            np.full(n_new, index, dtype=np.int64),
+            payload={k: v[at[new]] for k, v in payload.items()},
         )
         held_rows = old.get(key, ExemplarSet.empty())
-        order = sel.copy()  # old rows keep their position; kept new rows are numbered after
-        order[sel >= len(held_rows)] = len(held_rows) + np.arange(len(at))
-        contents = ExemplarSet.concat([held_rows, new_rows])
-        groups.append((key, lengths[key], contents.take(order)))
+        take = entries[:, 1].copy()  # old rows keep their position; kept new rows follow
+        take[new] = len(held_rows) + np.arange(n_new)
+        groups.append((key, lengths[key], ExemplarSet.concat([held_rows, new_rows]).take(take)))
     install(buffer, state, groups)
 
 
 def _kept_payload(
     rows: ExemplarSet,
-    kept_pos: np.ndarray,
-    holder: np.ndarray,
-    canon: np.ndarray,
-    counts: list[int],
+    order: np.ndarray,
+    sorted_ids: np.ndarray,
+    kept: np.ndarray,
+    world: int,
     group: Any,
 ) -> dict[str, np.ndarray]:
-    """The payload of the kept new rows (canonical positions ``kept_pos``, sorted), gathered
-    from the ranks that hold them (``holder``: rank per canonical position). Only these rows'
-    payload bytes cross the wire: at most ``max_size`` rows per update."""
+    """The payload of the kept rows (``kept`` as :func:`_kept_block` lays them out; old rows
+    get zero words, unused), gathered from the ranks that hold them (``sorted_ids``: this
+    rank's ids ascending, ``order`` their positions in ``rows``). Only these rows' payload
+    bytes cross the wire: at most ``max_size`` rows per update; none without payload (every
+    rank has the same schema, agreed before)."""
     import torch.distributed as dist
 
-    rank, world = dist.get_rank(group), len(counts)
-    by_rank = holder[kept_pos]
-    mine = kept_pos[by_rank == rank]  # canonical order
-    local = rows.take(canon[mine] - int(np.sum(counts[:rank])))
-    sent = np.bincount(by_rank, minlength=world).tolist()
+    if not rows.payload:
+        return {}
+    rank = dist.get_rank(group)
+    new = np.flatnonzero(kept[:, 1] < 0)
+    holder = kept[new, 5]
+    local = order[np.searchsorted(sorted_ids, kept[new[holder == rank], 2])]
+    sent = np.bincount(holder, minlength=world).tolist()
+    mine = rows.take(local)
     words = all_gather_rows(
-        payload_words(local.payload, len(local)), sent, group, f"{_OWNER} (payload)"
+        payload_words(mine.payload, len(mine)), sent, group, f"{_OWNER} (payload)"
     )
-    # rows arrive by rank, each in canonical order: put them in canonical order
-    arrived = np.concatenate(
-        [np.empty(0, np.int64), *(kept_pos[by_rank == r] for r in range(world))]
-    )
-    return words_payload(words[np.argsort(arrived, kind="stable")], rows.payload)
+    out = np.zeros((len(kept), words.shape[1]), dtype=np.int64)
+    out[new[np.argsort(holder, kind="stable")]] = words  # rows arrive by holder rank
+    return words_payload(out, rows.payload)
 
 
 def install(buffer: ParametricBuffer, state: dict[str, Any], groups: list) -> None:
