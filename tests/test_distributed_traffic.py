@@ -1,8 +1,9 @@
 """What a rank receives in the feature-based path of ``memstore.distributed.update``.
 
 Herding / closest-to-center: each group's owner receives the metadata and features of that
-group's rows only; every other rank receives the kept rows (at most ``max_size``) and small
-status messages — nothing that grows with the experience. Counted exactly by
+group's rows only; every other rank receives the kept rows (at most ``max_size``), small
+status messages and its share of the duplicate-id check (8 bytes per id that hashes to it:
+~N/world ids, the only part that grows with the experience). Counted exactly by
 ``memstore.distributed.TRAFFIC`` (tensor bytes, padding included) in one 3-rank gloo group.
 """
 
@@ -20,6 +21,7 @@ import torch.multiprocessing as mp
 
 import memstore
 from memstore import distributed as mdist
+from memstore.distributed.disjoint import id_owners
 from memstore.distributed.parametric import assign_owners
 from memstore.policies.base import state_digest
 from memstore.testing.gloo import free_port, init_loopback_group
@@ -82,6 +84,15 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     os._exit(0)
 
 
+def _id_check(n: int) -> dict[int, int]:
+    """Per rank: bytes of the duplicate-id check it receives from the other ranks (8 per id
+    that hashes to it; no padding)."""
+    ids = stream(n)
+    holder = np.arange(n) % WORLD
+    dst = id_owners(ids, WORLD)
+    return {r: 8 * int(np.sum((dst == r) & (holder != r))) for r in range(WORLD)}
+
+
 def _expected(name: str, n: int) -> tuple[dict[int, int], dict[int, int], str]:
     """Per rank: exact bytes received in the rows-to-owners and kept-rows gathers (padded
     to the largest sender, from the world - 1 others), and the single-process digest."""
@@ -133,20 +144,30 @@ def test_each_rank_receives_only_its_groups_rows_and_the_kept_rows(traffic):
                 assert got["digest"] == digest, (name, n, r)
                 by = got["by"]
                 tensors = _tensors(by)
-                want = {f"{OWNER} (rows to owners)": rows[r], f"{OWNER} (kept rows)": kept[r]}
+                want = {
+                    f"{OWNER} (rows to owners)": rows[r],
+                    f"{OWNER} (kept rows)": kept[r],
+                    f"{OWNER} (id check)": _id_check(n)[r],
+                }
                 assert tensors == {k: v for k, v in want.items() if v}, (name, n, r)
                 assert got["received"] - sum(tensors.values()) < 1500, (name, n, r)  # status
     # one group (closest, groupby=None) is owned by rank 0: ranks 1 and 2 receive no row
-    # metadata and the same kept rows whatever the experience's size
+    # metadata and the same kept rows whatever the experience's size; only their share of
+    # the id check grows with it
+    check = f"{OWNER} (id check)"
     for r in (1, 2):
         small, big = (reports[r][f"closest-none/{n}"] for n in SIZES)
         assert small["by"].get(f"{OWNER} (rows to owners)", 0) == 0
-        assert _tensors(big["by"]) == _tensors(small["by"]) == {f"{OWNER} (kept rows)": 1632}
-        assert abs(big["received"] - small["received"]) < 16  # the digits of a row count
+        rows_of = [{k: v for k, v in _tensors(x["by"]).items() if k != check} for x in (small, big)]
+        assert rows_of[0] == rows_of[1] == {f"{OWNER} (kept rows)": 1632}
+        grown = (
+            big["received"] - small["received"] - (_id_check(SIZES[1])[r] - _id_check(SIZES[0])[r])
+        )
+        assert abs(grown) < 16  # the digits of a row count
 
 
-def test_an_id_passed_by_two_ranks_is_refused_by_its_groups_owner_on_every_rank(traffic):
+def test_an_id_passed_by_two_ranks_is_refused_on_every_rank(traffic):
     messages = {r["repeat"] for r in traffic}
     assert len(messages) == 1 and all(r["unchanged"] for r in traffic)
     (message,) = messages
-    assert "failed on rank(s)" in message and "same sample ids [30]" in message, message
+    assert "held more than once: 30 (ranks [0, 2])" in message, message

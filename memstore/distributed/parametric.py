@@ -17,8 +17,8 @@ and every rank installs the new groups with ``load_state_dict``. No rank receive
 metadata of rows outside its own groups: per update a rank receives O(rows of its groups +
 world × kept rows of one owner), not O(all rows). The result — payload included — equals a
 single-process update of the canonical union when features of a sample do not depend on the
-batch it is computed in. Repeated ids are refused within each owner's groups; ids repeated
-across groups (two ranks passing one id with different targets) are the caller's check.
+batch it is computed in. Ids held by two ranks are refused before any of this, by
+:func:`memstore.distributed.disjoint.check_ids_disjoint` in ``update``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from memstore.experiences import PAYLOAD_PREFIX, ExemplarSet, Experience, resolv
 from memstore.policies import ParametricBuffer
 from memstore.policies.base import first_appearance_groups
 
-from .comm import CollectiveError, agree, all_gather_rows, gather_rows_to
+from .comm import agree, all_gather_rows, gather_rows_to
 from .wire import payload_words, words_payload
 
 __all__ = ["feature_update", "assign_owners", "selection_sequence"]
@@ -61,18 +61,6 @@ def selection_sequence(strategy: Any, features: np.ndarray, sizes: list[int]) ->
         )
         order = order[picked]
     return order
-
-
-def check_disjoint(ids: np.ndarray) -> None:
-    """Refuse (on every rank alike: all see the same union) ids that two ranks both hold."""
-    srt = np.sort(ids)
-    dup = srt[1:][srt[1:] == srt[:-1]]
-    if dup.size:
-        raise CollectiveError(
-            f"{_OWNER}: ranks passed the same sample ids {np.unique(dup)[:5].tolist()} "
-            f"({dup.size} repeats). Each rank must pass a disjoint part of the experience "
-            "(e.g. its DistributedSampler shard, or whole shards)."
-        )
 
 
 def _features(strategy: Any, rows: ExemplarSet, experience: Experience | None, sources: Any):
@@ -177,7 +165,6 @@ def feature_update(
         # rows arrived by sender, each in canonical order: merge into canonical order
         canon = np.argsort(mine[:, 0], kind="stable")
         table, holder = mine[canon], from_rank[canon]
-        check_disjoint(table[:, 0])
         table_f = words_payload(table[:, 3:], {"f": feats})["f"]
         new_pos = dict(first_appearance_groups(_keys(buffer, table[:, 1], table[:, 2], index)))
         parts = [kept]
