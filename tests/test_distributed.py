@@ -133,6 +133,8 @@ def _build_worker(rank: int, world: int, port: int, out: str, targets: list) -> 
     pair = dist.new_group([0, 1])
     if rank < 2:
         fills = {label: _fill(rank, pair, url, options) for label, url, options in targets}
+        parts_url = str(Path(out, "fill-parts.zarr"))
+        fills["own-part"] = _fill(rank, pair, parts_url, None, own_part=True)
         Path(out, f"fill-rank{rank}.json").write_text(json.dumps(fills))
     dist.barrier()
     dist.destroy_process_group()
@@ -177,8 +179,10 @@ def _payload_refusals(rank: int) -> dict:
     return report
 
 
-def _fill(rank: int, pair, url: str, options) -> dict:
-    """Two ranks fill one feature cache at ``url``; each counts the rows its model saw."""
+def _fill(rank: int, pair, url: str, options, own_part: bool = False) -> dict:
+    """Two ranks fill one feature cache at ``url``; each counts the rows its model saw and
+    its one-row passes (the cache entry's creation). ``own_part``: each rank passes only the
+    ids of the chunks it owns (as tools/bench_distributed.py does), not every id."""
     if rank == 0:
         memstore.open_store(url, storage_options=options)
     dist.barrier(group=pair)
@@ -188,12 +192,14 @@ def _fill(rank: int, pair, url: str, options) -> dict:
     model.register_forward_hook(lambda m, i, o: seen.append(int(o.shape[0])))
     strategy = memstore.HerdingSelectionStrategy(model, "0", feature_cache=store, batch_size=1024)
     source = memstore.ArraySource(CACHE_X, np.zeros(CACHE_N, dtype=np.int64))
-    share = mdist.fill_feature_cache(strategy, source, group=pair)
+    ids = mdist.owned_chunk_ids(np.arange(CACHE_N), rank, 2) if own_part else None
+    share = mdist.fill_feature_cache(strategy, source, ids, group=pair)
     (key,) = store.feature_caches()
     cache = store.open_feature_cache(key)
     return {
         "share": share,
         "computed": sum(seen),
+        "one_row_passes": seen.count(1),
         "done": cache.num_done(),
         "equal": bool(np.array_equal(cache.read(np.arange(CACHE_N)), CACHE_X)),
     }
@@ -339,11 +345,14 @@ def test_two_ranks_fill_one_cache_each_writing_its_own_chunks(built):
     reports = [json.loads((built / f"fill-rank{r}.json").read_text()) for r in (0, 1)]
     owned = [mdist.owned_chunk_ids(np.arange(CACHE_N), r, 2).size for r in (0, 1)]
     assert owned == [CHUNK_ROWS + 100, CHUNK_ROWS]
-    for label in ("local", "s3"):
+    for label in ("local", "s3", "own-part"):
         got = [r[label] for r in reports]
         assert [g["share"] for g in got] == owned
         assert [g["computed"] for g in got] == owned
         assert all(g["done"] == CACHE_N and g["equal"] for g in got)
+        # one rank alone creates the entry, also when each passes only its own ids (both
+        # used to, racing: the other rank could find the entry half made)
+        assert sum(g["one_row_passes"] for g in got) == 1, label
 
 
 def _kill_worker(rank: int, world: int, port: int, out: str) -> None:

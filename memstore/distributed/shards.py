@@ -117,12 +117,13 @@ def fill_feature_cache(
     feature cache, each rank the chunks it owns; a collective. Returns the ids this rank
     computed or found (its share).
 
-    The owner of the first id creates the cache entry (one row), then every rank fills its
-    chunks; when this returns on any rank, every rank has finished, so ``compute_features`` (and
+    Ranks may pass the same ids or each its own part. The rank holding the smallest id to
+    compute creates the cache entry (one row), then every rank fills its chunks; when this
+    returns on any rank, every rank has finished, so ``compute_features`` (and
     :func:`memstore.distributed.update`) then only read. Resumable: rows already cached are
     not recomputed. ``chunk_owners`` as for :func:`owned_chunk_ids`. A failure on any rank raises
     :class:`~memstore.distributed.CollectiveError` on all. Cost: the extraction of
-    ``len(ids) / world_size`` rows per rank, two small collectives.
+    ``len(ids) / world_size`` rows per rank, three small collectives.
     """
     owner = "memstore.distributed.fill_feature_cache"
     rank, world = rank_and_size(group, owner)
@@ -142,8 +143,16 @@ def fill_feature_cache(
             else as_int_array(ids, "ids", owner)
         )
         mine = owned_chunk_ids(every, rank, world, chunk_owners)
-        # the owner of the first id creates the entry (one row) before anyone else writes
-        if every.size and mine.size and mine[0] == every.min():
+    except Exception as err:
+        error = err
+    # One rank creates the entry (one row) before anyone else writes: the one holding the
+    # smallest id any rank will compute (ranks may pass different ids, e.g. their own parts;
+    # their shares are disjoint, so exactly one rank holds it).
+    firsts = agree(error, int(mine[0]) if mine.size else None, group, owner)
+    error = None
+    try:
+        held = [f for f in firsts if f is not None]
+        if mine.size and int(mine[0]) == min(held):
             strategy.compute_features(dataset, mine[:1])
     except Exception as err:
         error = err
