@@ -118,6 +118,10 @@ def test_torch_mean_refuses_bad_blocks():
         acc.add(np.zeros((2, 4), dtype=np.float64))
     with pytest.raises(ValueError, match=r"\[m, 4\]"):
         acc.add(np.zeros((2, 5), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"\[m, 4\]"):
+        acc.add(np.zeros(4, dtype=np.float32))
+    with pytest.raises(TypeError, match="numpy array"):
+        acc.add([[0.0] * 4])
     acc.add(np.zeros((6, 4), dtype=np.float32))
     with pytest.raises(ValueError, match="more than the 10 rows"):
         acc.add(np.zeros((5, 4), dtype=np.float32))

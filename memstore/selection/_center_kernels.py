@@ -42,8 +42,8 @@ def _close_lanes(lanes, lo, hi):
 
 
 @numba.njit(cache=True, nogil=True)
-def add_rows(x, i0, n, ga, acc, lanes):
-    """Rows ``i0 …`` of an ``[N, d]`` float32 sum: columns ``< ga`` into the one-cascade
+def add_rows(x, i0, n, n_cascade, acc, lanes):
+    """Rows ``i0 …`` of an ``[N, d]`` float32 sum: columns ``< n_cascade`` into the one-cascade
     state ``acc`` (levels × d), the rest into ``row_sum``'s four lane cascades."""
     m, d = x.shape
     pa = max(4, (1 if n <= 2 else _bit_length(n - 1)) // _LEVELS)
@@ -55,40 +55,40 @@ def add_rows(x, i0, n, ga, acc, lanes):
         i = i0 + r
         row = x[r]
         a0 = acc[0]
-        for c in range(ga):
+        for c in range(n_cascade):
             a0[c] += row[c]
         if (i + 1) & mask_a == 0:
-            _flush(acc, i + 1, pa, 0, ga)
-        if ga < d:
+            _flush(acc, i + 1, pa, 0, n_cascade)
+        if n_cascade < d:
             if i < 4 * quads:
                 lane = i & 3
                 b0 = lanes[lane, 0]
-                for c in range(ga, d):
+                for c in range(n_cascade, d):
                     b0[c] += row[c]
                 if lane == 3 and ((i >> 2) + 1) & mask_b == 0:
                     for q in range(4):
-                        _flush(lanes[q], (i >> 2) + 1, pb, ga, d)
+                        _flush(lanes[q], (i >> 2) + 1, pb, n_cascade, d)
             else:
                 if i == 4 * quads:
-                    _close_lanes(lanes, ga, d)
+                    _close_lanes(lanes, n_cascade, d)
                 b0 = lanes[0, 0]
-                for c in range(ga, d):
+                for c in range(n_cascade, d):
                     b0[c] += row[c]
 
 
 @numba.njit(cache=True, nogil=True)
-def total_into(n, ga, acc, lanes, out):
+def total_into(n, n_cascade, acc, lanes, out):
     d = out.shape[0]
     zero = np.float32(0.0)
-    for c in range(ga):
+    for c in range(n_cascade):
         v = acc[0, c]
         for j in range(1, _LEVELS):
             v += acc[j, c]
         out[c] = zero + v  # torch adds the sum into a zero-filled output
-    if ga < d:
+    if n_cascade < d:
         if n <= 4 * (n // 4):
-            _close_lanes(lanes, ga, d)
-        for c in range(ga, d):
+            _close_lanes(lanes, n_cascade, d)
+        for c in range(n_cascade, d):
             v = lanes[0, 0, c]
             for q in range(1, 4):
                 v += lanes[q, 0, c]

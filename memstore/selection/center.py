@@ -51,32 +51,33 @@ class TorchMean:
 
     def __init__(self, n: int, d: int, width: int) -> None:
         self.n, self.d, self.rows = int(n), int(d), 0
-        self.ga = _cascade_columns(self.d, width)
+        self.n_cascade = _cascade_columns(self.d, width)
         self._acc = np.zeros((_LEVELS, self.d), dtype=np.float32)
         self._lanes = np.zeros((4, _LEVELS, self.d), dtype=np.float32)
 
     def add(self, block: np.ndarray) -> None:
-        m = block.shape[0]
-        if (
-            block.dtype != np.float32
-            or not block.flags.c_contiguous
-            or block.shape[1:] != (self.d,)
-        ):
+        """Add the next rows (after those already added). Cost: one read of ``block``."""
+        if not isinstance(block, np.ndarray):
+            raise TypeError(f"TorchMean.add needs a numpy array. Got {type(block).__name__}.")
+        layout = block.dtype == np.float32 and block.flags.c_contiguous and block.ndim == 2
+        if not layout or block.shape[1] != self.d:
             raise ValueError(f"TorchMean.add needs C-contiguous float32 [m, {self.d}] rows.")
+        m = block.shape[0]
         if self.rows + m > self.n:
             raise ValueError(f"TorchMean got more than the {self.n} rows it was made for.")
         from ._center_kernels import add_rows
 
-        add_rows(block, self.rows, self.n, self.ga, self._acc, self._lanes)
+        add_rows(block, self.rows, self.n, self.n_cascade, self._acc, self._lanes)
         self.rows += m
 
     def result(self) -> np.ndarray:
+        """torch's float32 mean of the ``n`` rows added (all of them must have been)."""
         if self.rows != self.n:
             raise ValueError(f"TorchMean got {self.rows} of {self.n} rows.")
         total = np.empty(self.d, dtype=np.float32)
         from ._center_kernels import total_into
 
-        total_into(self.n, self.ga, self._acc, self._lanes, total)
+        total_into(self.n, self.n_cascade, self._acc, self._lanes, total)
         return total / np.float32(self.n)
 
 
