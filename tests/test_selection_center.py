@@ -98,10 +98,15 @@ def test_without_the_kernel_torch_mean_is_torch(monkeypatch):
     monkeypatch.setitem(center._VERDICT, "width", 0)
     x = np.random.default_rng(5).standard_normal((70001, 9), dtype=np.float32)
     assert _same_bits(torch_mean(x), _torch(x))
-    assert center.stream_mean(*x.shape) is None
+    assert not center.stream_mean(*x.shape).exact  # a Float64Mean
     # the chunked fallback: a float64 mean rounded to float32
     expected = x.astype(np.float64).mean(axis=0).astype(np.float32)
     np.testing.assert_array_equal(reader_mean(Reader(x), 4096, "test"), expected)
+    # chunked herding over an in-RAM float32 array still takes torch's own mean
+    m = _mirrored(2, 6000, 12)
+    np.testing.assert_array_equal(
+        exact_herding_chunked(m, 200, chunk_rows=1999), herding_order(m, 200)
+    )
 
 
 def test_small_and_strided_inputs_are_torchs_own():

@@ -78,6 +78,8 @@ def add_rows(x, i0, n, n_cascade, acc, lanes):
 
 @numba.njit(cache=True, nogil=True)
 def total_into(n, n_cascade, acc, lanes, out):
+    """The float32 sum of all ``n`` rows into ``out``: each cascade's levels added in torch's
+    order, then ``row_sum``'s four lanes."""
     d = out.shape[0]
     zero = np.float32(0.0)
     for c in range(n_cascade):
@@ -86,7 +88,7 @@ def total_into(n, n_cascade, acc, lanes, out):
             v += acc[j, c]
         out[c] = zero + v  # torch adds the sum into a zero-filled output
     if n_cascade < d:
-        if n <= 4 * (n // 4):
+        if n % 4 == 0:  # no leftover rows: add_rows never reached the lanes' end
             _close_lanes(lanes, n_cascade, d)
         for c in range(n_cascade, d):
             v = lanes[0, 0, c]

@@ -27,7 +27,14 @@ import torch
 
 from .readers import iter_blocks
 
-__all__ = ["torch_mean", "reader_mean", "stream_mean", "TorchMean", "fast_mean_available"]
+__all__ = [
+    "torch_mean",
+    "reader_mean",
+    "stream_mean",
+    "TorchMean",
+    "Float64Mean",
+    "fast_mean_available",
+]
 
 #: Below this many elements ``torch.mean`` is called directly (the kernel only pays at scale).
 MIN_ELEMENTS = 1 << 16
@@ -48,6 +55,8 @@ class TorchMean:
     gives torch's float32 mean bit for bit. O(d) state; cost one streaming read. Only for a
     vector width the probe confirmed (:func:`fast_mean_available`).
     """
+
+    exact = True  # torch's bits (see Float64Mean)
 
     def __init__(self, n: int, d: int, width: int) -> None:
         self.n, self.d, self.rows = int(n), int(d), 0
@@ -82,7 +91,8 @@ class TorchMean:
 
 
 def probe_arrays() -> list[np.ndarray]:
-    """Arrays on which each candidate layout gives other bits than the rest (~30 ms)."""
+    """Arrays on which each candidate layout gives other bits than the rest (the probe over
+    them takes ~0.1 s)."""
     rng = np.random.default_rng(0)
     shapes = [(20011, d) for d in (6, 37, 47, 83, 100)] + [(4101, 3)]
     return [rng.standard_normal(s, dtype=np.float32) * 3 + 1.5 for s in shapes]
@@ -138,25 +148,38 @@ def torch_mean(features: np.ndarray) -> np.ndarray:
     return acc.result()
 
 
-def stream_mean(n: int, d: int) -> TorchMean | None:
-    """A :class:`TorchMean` for ``n`` rows of ``d`` features fed block by block, or ``None``
-    where the kernel does not reproduce torch here (the caller then keeps its own mean)."""
+class Float64Mean:
+    """:func:`stream_mean`'s fallback where the kernel does not reproduce torch: rows summed
+    in float64, the mean rounded to float32 — not torch's bits, so near-ties may order
+    differently from the reference. Same ``add`` / ``result`` as :class:`TorchMean`."""
+
+    exact = False
+
+    def __init__(self, n: int, d: int) -> None:
+        self.n, self._total = int(n), np.zeros(int(d), dtype=np.float64)
+
+    def add(self, block: np.ndarray) -> None:
+        """Add the next rows. Cost: one read of ``block``."""
+        self._total += block.sum(axis=0, dtype=np.float64)
+
+    def result(self) -> np.ndarray:
+        """The float32 mean of the rows added, over ``n`` rows."""
+        return (self._total / max(self.n, 1)).astype(np.float32)
+
+
+def stream_mean(n: int, d: int) -> TorchMean | Float64Mean:
+    """The mean of ``n`` rows of ``d`` features fed block by block: a :class:`TorchMean`
+    (torch's bits) where the kernel reproduces torch here, else a :class:`Float64Mean`
+    (``.exact`` tells which)."""
     width = fast_mean_available() if d >= 2 and n > 0 else 0
-    return TorchMean(n, d, width) if width else None
+    return TorchMean(n, d, width) if width else Float64Mean(n, d)
 
 
 def reader_mean(reader: Any, chunk_rows: int, owner: str) -> np.ndarray:
-    """The mean of a chunked reader's float32 rows, as float32: torch's ``mean(dim=0)`` of
-    them bit for bit, by one pass of blocks; where the kernel does not apply, their float64
-    mean rounded to float32 (near-ties may then order differently from the reference)."""
+    """The float32 mean of a chunked reader's float32 rows by one pass of blocks, as
+    :func:`stream_mean` computes it (torch's ``mean(dim=0)`` bit for bit where it can)."""
     n, d = (int(s) for s in reader.shape)
     acc = stream_mean(n, d)
-    total = np.zeros(d, dtype=np.float64)
     for _, block in iter_blocks(reader, chunk_rows, owner):
-        if acc is not None:
-            acc.add(block)
-        else:
-            total += block.sum(axis=0, dtype=np.float64)
-    if acc is not None:
-        return acc.result()
-    return (total / max(n, 1)).astype(np.float32)
+        acc.add(block)
+    return acc.result()

@@ -266,22 +266,15 @@ def exact_herding_chunked(
     if k == 0:
         return picks
     sq = np.empty(n, dtype=np.float64)
-    total = np.zeros(d, dtype=np.float64)
     mean = stream_mean(n, d)  # torch's float32 mean of the rows, streamed with the norms
     for start, block in iter_blocks(reader, chunk_rows, owner):
         sq[start : start + block.shape[0]] = np.einsum("ij,ij->i", block, block, dtype=np.float64)
-        if mean is not None:
-            mean.add(block)
-        else:
-            total += block.sum(axis=0, dtype=np.float64)
-    if mean is not None:
-        center_t = torch.from_numpy(mean.result())
-    elif (
-        isinstance(reader, np.ndarray) and reader.dtype == np.float32 and reader.flags.c_contiguous
-    ):
-        center_t = torch.from_numpy(reader).mean(dim=0)
+        mean.add(block)
+    in_ram = isinstance(reader, np.ndarray) and reader.flags.c_contiguous
+    if not mean.exact and in_ram and reader.dtype == np.float32:
+        center_t = torch.from_numpy(reader).mean(dim=0)  # torch's own, without the kernel
     else:
-        center_t = torch.from_numpy((total / n).astype(np.float32))
+        center_t = torch.from_numpy(mean.result())
     c64 = center_t.double().numpy()
     cn = float(np.linalg.norm(c64))
     xmax = float(np.sqrt(sq.max())) * (1 + U32)
