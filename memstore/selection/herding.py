@@ -36,7 +36,7 @@ from .readers import (
     check_reader,
     iter_blocks,
 )
-from .scores import EPS32, U32, Float32Scores, Int8Scores, float32_error, float32_query, gamma
+from .scores import EPS32, U32, Float32Scores, Int8Rows, float32_threshold, gamma
 
 __all__ = [
     "herding_order",
@@ -126,7 +126,7 @@ def herding_order(features: np.ndarray, k: int, *, kernel: str | None = None) ->
     Args:
         features: ``[N, d]`` array (float32 is used as is; others are converted).
         k: number of picks (at most ``N`` are made).
-        kernel: for tests and benchmarks: force the first pass (``"torch-int8"`` or
+        kernel: for tests and benchmarks: force the first pass (``"vnni-int8"``, ``"torch-int8"`` or
             ``"float32"``; one that cannot run falls back to float32).
             Default: chosen by size and the probe. The picks are the same whatever it is.
 
@@ -196,7 +196,7 @@ def _rescore(
 
 
 def _screen(
-    scores: Float32Scores | Int8Scores,
+    scores: Float32Scores | Int8Rows,
     x32: np.ndarray,
     taken: np.ndarray,
     c64: np.ndarray,
@@ -207,32 +207,17 @@ def _screen(
     """Candidates from a full first pass (float32 or int8 scores of every row; the scorer
     scores taken rows +inf); ``None`` when the int8 bound leaves too many rows (the caller
     switches to float32)."""
-    tn, xmax, cn, d = bound["tn"], bound["xmax"], bound["cn"], bound["d"]
     n = x32.shape[0]
-    est, shift = scores.scores(tp, tn)
+    est, shift = scores.scores(tp, bound["tn"])
     j0 = int(np.argmin(est))
     best = float(est[j0]) + float(scores.err(j0))  # ≥ the smallest σ' (− shift)
     if not best < np.inf:  # no usable bound: the reference over every unpicked row
         return np.flatnonzero(~taken)
     margin = near_tie_margin(i, best + shift, **bound)
-    # Candidates: est_j − err_j ≤ best + margin (a cheap superset first).
     thr = best + margin
-    pre = thr + scores.err()
-    pre += 4 * U32 * abs(pre) + 1e-37  # est is float32: compare at >= pre
-    cand = np.flatnonzero(est <= pre)
-    if isinstance(scores, Int8Scores):
-        cand = cand[est[cand].astype(np.float64) - scores.err(cand) <= thr]
-        if len(cand) > max(256, n // 16):
-            return None
-        if len(cand) > 8:
-            # Narrow with exact-to-1e-6 float32 scores of the candidates first.
-            t32, tn32, ta = float32_query(tp)
-            sub = x32[cand] @ t32
-            sub += scores.sq[cand]
-            err = float32_error(d, scores.ymax, xmax, cn, tn32, ta, tn)
-            thr = float(sub.min()) + 2 * err + margin
-            thr += 4 * U32 * abs(thr) + 1e-37
-            cand = cand[sub <= thr]
+    if isinstance(scores, Int8Rows):  # est_j − err_j ≤ best + margin, then float64 scores
+        return scores.finalists(est, thr, x32, c64, tp, margin, max(256, n // 16))
+    cand = np.flatnonzero(est <= float32_threshold(thr + scores.err()))
     return _rescore(x32, cand, c64, tp, margin)
 
 

@@ -29,22 +29,28 @@ from .scores import (
     INT8_MIN_K,
     Float32Scores,
     Int8Scores,
+    VnniScores,
     int8_kernel_usable,
+    vnni_usable,
 )
 
 __all__ = ["KERNELS", "make_scores", "fastest_kernel", "Scorer"]
 
 #: the kernel names ``herding_order(..., kernel=...)`` accepts.
-KERNELS = ("torch-int8", "float32")
+KERNELS = ("vnni-int8", "torch-int8", "float32")
 #: the kernels the probe may choose (fastest usable one), float32 being the fallback.
-LOW_PRECISION = ("torch-int8",)
+LOW_PRECISION = ("vnni-int8", "torch-int8")
 
-Scorer = Float32Scores | Int8Scores
+Scorer = Float32Scores | Int8Scores | VnniScores
 _VERDICT: dict[str, str] = {}  # process-wide: which kernel the probe found fastest
 
 
 def _build(kind: str, xt: torch.Tensor, c32: np.ndarray, xmax: float) -> Scorer:
     x32 = xt.numpy()
+    if kind == "vnni-int8":
+        if not vnni_usable(*x32.shape):
+            raise RuntimeError("AVX-512 VNNI is not available to numba here")
+        return VnniScores(x32, c32, xmax)
     if kind == "torch-int8":
         if not int8_kernel_usable(*x32.shape):
             raise RuntimeError("torch's int8 kernel is not available")

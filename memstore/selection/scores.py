@@ -19,16 +19,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from .readers import BLOCK_ELEMENTS, row_blocks
+from .readers import row_blocks
 
 __all__ = [
     "U32",
     "EPS32",
     "gamma",
     "Float32Scores",
+    "Int8Rows",
     "Int8Scores",
+    "VnniScores",
+    "vnni_usable",
     "float32_query",
     "float32_error",
+    "float32_threshold",
     "int8_kernel_usable",
     "INT8_MIN_ELEMENTS",
     "INT8_MIN_K",
@@ -100,6 +104,11 @@ def float32_query(tp: np.ndarray) -> tuple[np.ndarray, float, float]:
     return t32, tn32, 0.5 * float(t64 @ t64) ** 0.5
 
 
+def float32_threshold(limit: float) -> float:
+    """A threshold that float32 estimates ``<= limit`` in exact arithmetic still meet."""
+    return limit + 4 * U32 * abs(limit) + 1e-37
+
+
 def float32_error(
     d: int, ym: float, rm: float, cn: float, tn32: float, ta: float, tn: float
 ) -> float:
@@ -117,48 +126,25 @@ def float32_error(
     return 1.01 * bound + 1e-30
 
 
-class Int8Scores:
-    """The same estimates from an int8 copy of ``y`` (per-row bf16 scale) and a bf16 query.
-
-    One pass reads a quarter of the float32 bytes. Torch's weight-only int8 kernel
-    (``torch._weight_int8pack_mm``) accumulates in float32; whatever its path (float32 or
-    bf16 dequantisation, bf16 output), ``|est_j − σ'_j| ≤ 2(‖y_j − ŷ_j‖·‖t'‖ + ‖ŷ_j‖·(‖t' − a‖
-    + κ‖a‖))`` plus float32 rounding, with ``ŷ`` the dequantised row, ``a`` the bf16 query and
-    ``κ = 2·u_bf16 + 2γ_2d``; the bound is per row. The kernel is checked against it on a
-    sample before use.
-    """
+class Int8Rows:
+    """An int8 copy of ``y = x − center`` (per-row bf16 scale, rows padded to 64 bytes) and
+    the per-row terms of the int8 scorers' bounds: ``‖y_j − ŷ_j‖`` and ``‖ŷ_j‖`` (doubled,
+    rounded up), with ``ŷ`` the dequantised row. Building it costs ~4 float32 passes."""
 
     def __init__(self, x32: np.ndarray, c32: np.ndarray, xmax: float) -> None:
+        from ._int8_kernels import quantize_rows  # numba: imported on first use
+
         n, d = x32.shape
         self.d, self.xmax = d, xmax
-        dpad = -(-d // 64) * 64  # the kernel reads 16-element vectors without a tail loop
+        dpad = -(-d // 64) * 64  # the kernels read 64-byte vectors without a tail loop
         self.q = torch.zeros((n, dpad), dtype=torch.int8)  # torch-allocated: aligned rows
-        qn = self.q.numpy()
         self.sq = np.empty(n, dtype=np.float32)
-        scales = np.empty(n, dtype=np.float32)
+        self.scales = np.empty(n, dtype=np.float32)
+        self.offset = np.empty(n, dtype=np.int64)  # 128·Σ_c q_j[c]
         res = np.empty(n, dtype=np.float32)
-        rows = max(16, BLOCK_ELEMENTS // (2 * d))  # cache-resident blocks
-        ybuf = np.empty((min(n, rows), d), dtype=np.float32)  # reused: no page faults
-        qbuf = np.empty_like(ybuf)
-        for a in range(0, n, rows):
-            b = min(n, a + rows)
-            y, q = ybuf[: b - a], qbuf[: b - a]
-            np.subtract(x32[a:b], c32, out=y)
-            np.einsum("ij,ij->i", y, y, out=self.sq[a:b])
-            # A bf16 scale >= max|y|/127, so |q| <= 127 (any rounding of y/s will do: the
-            # residual below is computed exactly whatever q is).
-            np.abs(y, out=q)
-            amax = q.max(axis=1)
-            amax *= np.float32(1 / 126.5)
-            s = torch.from_numpy(amax).bfloat16().float().numpy()
-            s[~(s >= 2.0**-100)] = 1.0  # ~zero rows: q = 0 (no subnormal scale to flush)
-            np.multiply(y, (np.float32(1) / s)[:, None], out=q)
-            np.rint(q, out=q)
-            qn[a:b, :d] = q
-            q *= s[:, None]  # exact: 8-bit scale times a 7-bit integer
-            y -= q  # exact (Sterbenz): the quantisation residual
-            np.einsum("ij,ij->i", y, y, out=res[a:b])
-            scales[a:b] = s
+        x = np.ascontiguousarray(x32, dtype=np.float32)
+        quantize_rows(x, np.ascontiguousarray(c32, dtype=np.float32), self.q.numpy(),
+                      self.sq, self.scales, res, self.offset)  # fmt: skip
         g = gamma(d + 2)
         self.g = g
         ynorm = np.sqrt(self.sq * np.float32(1 + g))  # ≥ ‖y_j‖ as rounded
@@ -169,17 +155,73 @@ class Int8Scores:
         self.ymax = float(self.sq.max() * (1 + g)) ** 0.5 * (1 + U32)
         self.res2max = float(self.res2.max())
         self.yh2max = float(self.yh2.max())
-        self.scales2 = torch.from_numpy(2 * scales).bfloat16()  # exact: a power of two
-        self.kappa = 2 * _UBF16 + 2 * _UBF16 * _UBF16 + 2 * gamma(2 * d + 4)
-        self.a = torch.zeros((1, dpad), dtype=torch.bfloat16)
-        self._query = self.a[0, :d]  # the bf16 query, written in place by ``scores``
-        self._sq_t = torch.from_numpy(self.sq)
-        self._est_t = torch.empty(n, dtype=torch.float32)
-        self._check_kernel(qn[: min(n, 256), :d], scales[: min(n, 256)])
+        self._rows: np.ndarray | None = None  # the finalists' buffer, made on first use
 
     def exclude(self, rows: Any) -> None:
         """Score ``rows`` +inf from now on (picked rows): ``‖y‖²`` of them becomes +inf."""
         self.sq[rows] = np.inf
+
+    def common_error(self, tn: float, an: float, query: float) -> float:
+        """The row-independent part of the bound, for a query of norm ``an`` off ``t'`` by at
+        most ``query``: ``‖y‖²`` in float32, the float32 result and comparisons, ``t'``."""
+        ym = self.ymax
+        omax = self.yh2max * an
+        emax = self.res2max * tn + self.yh2max * query
+        common = (
+            (self.g + 6 * U32) * ym * ym  # ‖y‖² in float32
+            + 2 * U32 * (ym * ym + omax + emax)  # the float32 subtraction, comparisons
+            + 1e-14 * ym * tn  # t' itself (float64)
+            + self.yh2max * self.d**0.5 * 2.0**-125
+            + self.d * 2.0**-122  # flushed subnormals
+        )
+        return 1.01 * common + 1e-30
+
+    def err(self, rows: Any = None) -> Any:
+        """Error bounds of the last ``scores``: of ``rows`` (float64), or their maximum."""
+        a, b, c = self._coef
+        if rows is None:
+            return 1.01 * (self.res2max * a + self.yh2max * b) + c
+        return 1.01 * (self.res2[rows] * a + self.yh2[rows] * b) + c
+
+    def finalists(
+        self, est: np.ndarray, thr: float, x32: np.ndarray, c64: np.ndarray, tp: np.ndarray,
+        margin: float, limit: int,
+    ) -> np.ndarray | None:  # fmt: skip
+        """The rows whose lower bound ``est_j − err_j`` (the last ``scores``) is ``<= thr``,
+        narrowed to those whose float64 score ``‖x_j − c − t'‖²`` is within ``margin`` of
+        the best (ascending); ``None`` if more than ``limit`` pass the bound. Cost: one read
+        of ``est`` and the bound terms, then ``d`` float64 products per survivor."""
+        from ._int8_kernels import finalists
+
+        if self._rows is None:
+            self._rows = np.empty(len(est), dtype=np.int64)
+        pre = float32_threshold(thr + self.err())
+        m = finalists(est, self.res2, self.yh2, self._coef, thr, pre, x32, c64, tp, margin,
+                      limit, self._rows)  # fmt: skip
+        return None if m < 0 else self._rows[:m].copy()
+
+
+class Int8Scores(Int8Rows):
+    """Estimates of ``σ'_j`` from :class:`Int8Rows` and a bf16 query, by torch's kernel.
+
+    One pass reads a quarter of the float32 bytes. Torch's weight-only int8 kernel
+    (``torch._weight_int8pack_mm``) accumulates in float32; whatever its path (float32 or
+    bf16 dequantisation, bf16 output), ``|est_j − σ'_j| ≤ 2(‖y_j − ŷ_j‖·‖t'‖ + ‖ŷ_j‖·(‖t' − a‖
+    + κ‖a‖))`` plus float32 rounding, with ``a`` the bf16 query and ``κ = 2·u_bf16 +
+    2γ_2d``; the bound is per row. The kernel is checked against it on a sample before use.
+    """
+
+    def __init__(self, x32: np.ndarray, c32: np.ndarray, xmax: float) -> None:
+        super().__init__(x32, c32, xmax)
+        n, d = x32.shape
+        self.scales2 = torch.from_numpy(2 * self.scales).bfloat16()  # exact: a power of two
+        self.kappa = 2 * _UBF16 + 2 * _UBF16 * _UBF16 + 2 * gamma(2 * d + 4)
+        self.a = torch.zeros((1, self.q.shape[1]), dtype=torch.bfloat16)
+        self._query = self.a[0, :d]  # the bf16 query, written in place by ``scores``
+        self._sq_t = torch.from_numpy(self.sq)
+        self._est_t = torch.empty(n, dtype=torch.float32)
+        m = min(n, 256)
+        self._check_kernel(self.q.numpy()[:m, :d], self.scales[:m])
 
     def _check_kernel(self, q: np.ndarray, scales: np.ndarray) -> None:
         """Refuse a kernel whose output breaks the bound (another torch build, a new path)."""
@@ -204,28 +246,72 @@ class Int8Scores:
         query = float(a64 @ a64) ** 0.5 + self.kappa * an  # bf16 query, kernel rounding
         out = _INT8_KERNEL(self.a, self.q, self.scales2)
         torch.sub(self._sq_t, out[0], out=self._est_t)
-        ym = self.ymax
-        omax = self.yh2max * an * (1 + self.kappa)
-        emax = self.res2max * tn + self.yh2max * query
-        common = (
-            (self.g + 6 * U32) * ym * ym  # ‖y‖² in float32
-            + 2 * U32 * (ym * ym + omax + emax)  # the float32 subtraction, comparisons
-            + 1e-14 * ym * tn  # t' itself (float64)
-            + self.yh2max * self.d**0.5 * 2.0**-125
-            + self.d * 2.0**-122  # flushed subnormals
-        )
-        self._coef = (tn, query, 1.01 * common + 1e-30)
+        self._coef = (tn, query, self.common_error(tn, an * (1 + self.kappa), query))
         return self._est_t.numpy(), 0.0
-
-    def err(self, rows: Any = None) -> Any:
-        """Error bounds of the last ``scores``: of ``rows`` (float64), or their maximum."""
-        a, b, c = self._coef
-        if rows is None:
-            return 1.01 * (self.res2max * a + self.yh2max * b) + c
-        return 1.01 * (self.res2[rows] * a + self.yh2[rows] * b) + c
 
 
 def int8_kernel_usable(n: int, d: int) -> bool:
     """Whether torch's weight-only int8 kernel exists and can index an ``n×d`` copy."""
     dpad = -(-d // 64) * 64
     return _INT8_KERNEL is not None and n * dpad < 2**31  # the kernel indexes with int32
+
+
+class VnniScores(Int8Rows):
+    """Estimates of ``σ'_j`` from :class:`Int8Rows` and a two-digit int8 query, by AVX-512
+    VNNI (``vpdpbusd``: exact int32 dot products, 64 bytes per instruction).
+
+    The query is ``â = s_a·a + s_b·b`` with ``a = rint(t'/s_a)``, ``s_a = max|t'|/127`` and
+    ``b`` the same for the remainder, so ``‖t' − â‖ ≲ 2^-16·max|t'|·√d`` — tighter than the
+    bf16 query of :class:`Int8Scores` — and the integer sums are exact: ``|est_j − σ'_j| ≤
+    2(‖y_j − ŷ_j‖·‖t'‖ + ‖ŷ_j‖·‖t' − â‖)`` plus float rounding. One pass reads the int8 rows
+    once (both digits per read): ~0.2× a float32 mat-vec here. Checked against numpy's
+    integer products on a sample before use.
+    """
+
+    def __init__(self, x32: np.ndarray, c32: np.ndarray, xmax: float) -> None:
+        from ._int8_kernels import int8_scores, row_dots  # numba: imported on first use
+
+        super().__init__(x32, c32, xmax)
+        n = x32.shape[0]
+        self._kernel = int8_scores
+        self.qn = self.q.numpy()
+        self.scale2 = 2 * self.scales.astype(np.float64)
+        self._digits = np.full((2, self.q.shape[1]), 128, dtype=np.uint8)
+        self._est = np.empty(n, dtype=np.float32)
+        self._check_kernel(row_dots, min(n, 256))
+
+    def _check_kernel(self, row_dots: Any, m: int) -> None:
+        """Refuse an instruction whose sums differ from numpy's (another CPU, a new LLVM)."""
+        digits = np.random.default_rng(0).integers(0, 256, self._digits.shape, dtype=np.uint8)
+        out = np.empty((m, 2), dtype=np.int32)
+        row_dots(self.qn[:m], digits[0], digits[1], out)
+        exact = self.qn[:m].astype(np.int64) @ digits.T.astype(np.int64)
+        if not np.array_equal(out, exact):
+            raise RuntimeError("the VNNI kernel's integer sums are wrong here")
+
+    def scores(self, tp: np.ndarray, tn: float) -> tuple[np.ndarray, float]:
+        """``est`` (float32; overwritten by the next call) and ``shift = 0``:
+        ``|est_j − σ'_j| ≤ self.err(j)`` (+inf for excluded rows)."""
+        an, rest = self._kernel(
+            self.qn, self.offset, tp, self._digits, self.scale2, self.sq, self._est
+        )
+        query = rest + 1e-14 * (an + tn)  # ‖t' − â‖, plus the float64 roundings of the digits
+        self._coef = (tn, query, self.common_error(tn, an * (1 + 1e-14), query))
+        return self._est, 0.0
+
+
+def vnni_usable(n: int, d: int) -> bool:
+    """Whether this CPU has AVX-512 VNNI, numba targets it, and int32 sums cannot overflow.
+
+    Checked before compiling: LLVM stops the process, not raises, on an unsupported
+    instruction."""
+    try:
+        import llvmlite.binding as llvm
+        import numba
+    except ImportError:
+        return False
+    if numba.config.CPU_NAME or numba.config.CPU_FEATURES or numba.config.DISABLE_JIT:
+        return False  # numba told to target another CPU, or not to compile
+    features = llvm.get_host_cpu_features()
+    has = all(features.get(f, False) for f in ("avx512f", "avx512bw", "avx512vnni"))
+    return has and -(-d // 64) * 64 * 255 * 128 < 2**31 and n > 0
