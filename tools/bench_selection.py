@@ -92,15 +92,14 @@ def make_data(kind: str, n: int, d: int, seed: int) -> np.ndarray:
 def screen_used(features: np.ndarray, k: int) -> str:
     """Which first pass memstore's exact herding takes for this input (for the table)."""
     from memstore.selection.kernels import make_scores
-    from memstore.selection.scores import Float32Scores, Int8Scores
+    from memstore.selection.scores import Float32Scores, Int8Scores, VnniScores
 
     xt = torch.from_numpy(features)
     c32 = xt.mean(dim=0).numpy()
     xmax = float(np.sqrt(np.einsum("ij,ij->i", features, features).max())) * 1.001
     scorer = make_scores(xt, c32, xmax, k)
-    if isinstance(scorer, Float32Scores):
-        return "float32"
-    return "int8" if isinstance(scorer, Int8Scores) else type(scorer).__name__
+    names = {Float32Scores: "float32", Int8Scores: "torch-int8", VnniScores: "vnni-int8"}
+    return names.get(type(scorer), type(scorer).__name__)
 
 
 def matvec_time(features: np.ndarray, repeat: int) -> float:

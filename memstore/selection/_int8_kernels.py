@@ -14,62 +14,122 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from . import rounding
+
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
 _V16 = ir.VectorType(_I32, 16)  # one 64-byte register
+_BLOCK = 256  # rows whose sums int8_scores gathers before turning them into scores
+
+# The reference's arithmetic and the bounds, compiled from the functions herding calls.
+_jit = numba.njit(cache=True, nogil=True)
+margin_of = _jit(rounding.near_tie_margin)
+advance = _jit(rounding.advance_center)
+threshold32 = _jit(rounding.float32_threshold)
+common_error = _jit(rounding.int8_common_error)
+row_error = _jit(rounding.row_error)
+
+
+def _accumulate(context, builder, signature, args, n_rows):
+    """IR: ``vpdpbusd`` sums of rows ``args[1] …+n_rows`` of ``q`` against the digits ``a``
+    and ``b`` — ``2·n_rows`` vectors of 16 int32 partial sums, ``[row0·a, row0·b, row1·a,
+    …]``. Each 64 bytes of a row are read once for both digits."""
+    q_ty, _, a_ty, b_ty = signature.args[:4]
+    qa = context.make_array(q_ty)(context, builder, args[0])
+    aa = context.make_array(a_ty)(context, builder, args[2])
+    ba = context.make_array(b_ty)(context, builder, args[3])
+    stride = cgutils.unpack_tuple(builder, qa.strides, 2)[0]
+    width = cgutils.unpack_tuple(builder, aa.shape, 1)[0]
+    n_vec = builder.udiv(width, ir.Constant(width.type, 64))
+    first = builder.add(builder.ptrtoint(qa.data, _I64), builder.mul(args[1], stride))
+    digit_at = [builder.ptrtoint(arr.data, _I64) for arr in (aa, ba)]
+    dp = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(_V16, [_V16, _V16, _V16]), "llvm.x86.avx512.vpdpbusd.512"
+    )
+    accs = [cgutils.alloca_once_value(builder, ir.Constant(_V16, None)) for _ in range(2 * n_rows)]
+    with cgutils.for_range(builder, n_vec) as loop:
+        off = builder.mul(loop.index, ir.Constant(loop.index.type, 64))
+
+        def load(at):
+            return builder.load(builder.inttoptr(builder.add(at, off), _V16.as_pointer()), align=1)
+
+        digits = [load(at) for at in digit_at]
+        for r in range(n_rows):
+            x = load(builder.add(first, builder.mul(ir.Constant(_I64, r), stride)))
+            for k in range(2):
+                acc = accs[2 * r + k]
+                builder.store(builder.call(dp, [builder.load(acc), digits[k], x]), acc)
+    return [builder.load(acc) for acc in accs]
+
+
+def _fold(builder, left, right, width):
+    """IR: two vectors of items ``width`` lanes wide into one of items ``width/2`` wide (each
+    item's two halves added), ``left``'s items first: one step of a reduction tree."""
+    half, first, second = width // 2, [], []
+    for m in range(32 // width):
+        base = (m * width) % 16 + (16 if m >= 16 // width else 0)
+        first += [base + t for t in range(half)]
+        second += [base + half + t for t in range(half)]
+
+    def pick(lanes):
+        return builder.shuffle_vector(left, right, ir.Constant(_V16, lanes))
+
+    return builder.add(pick(first), pick(second))
 
 
 @intrinsic
 def dot2(typingctx, q, row, a, b):
     """``(Σ_c a[c]·q[row, c], Σ_c b[c]·q[row, c])`` in int32: ``q`` int8 ``[N, D]`` with
-    ``D % 64 == 0`` and C-contiguous rows, ``a`` and ``b`` uint8 ``[D]``. One read of the row,
-    two ``vpdpbusd`` per 64 bytes."""
+    ``D % 64 == 0`` and C-contiguous rows, ``a`` and ``b`` uint8 ``[D]``."""
     sig = types.UniTuple(types.int32, 2)(q, row, a, b)
 
     def codegen(context, builder, signature, args):
-        q_ty, _, a_ty, b_ty = signature.args
-        qa = context.make_array(q_ty)(context, builder, args[0])
-        aa = context.make_array(a_ty)(context, builder, args[2])
-        ba = context.make_array(b_ty)(context, builder, args[3])
-        stride = cgutils.unpack_tuple(builder, qa.strides, 2)[0]
-        width = cgutils.unpack_tuple(builder, aa.shape, 1)[0]
-        n_vec = builder.udiv(width, ir.Constant(width.type, 64))
-        row_at = builder.add(builder.ptrtoint(qa.data, _I64), builder.mul(args[1], stride))
-        a_at = builder.ptrtoint(aa.data, _I64)
-        b_at = builder.ptrtoint(ba.data, _I64)
-        dp = cgutils.get_or_insert_function(
-            builder.module,
-            ir.FunctionType(_V16, [_V16, _V16, _V16]),
-            "llvm.x86.avx512.vpdpbusd.512",
-        )
-        acc_a = cgutils.alloca_once_value(builder, ir.Constant(_V16, None))
-        acc_b = cgutils.alloca_once_value(builder, ir.Constant(_V16, None))
-        with cgutils.for_range(builder, n_vec) as loop:
-            off = builder.mul(loop.index, ir.Constant(loop.index.type, 64))
-
-            def load(at):
-                return builder.load(
-                    builder.inttoptr(builder.add(at, off), _V16.as_pointer()), align=1
-                )
-
-            x = load(row_at)
-            builder.store(builder.call(dp, [builder.load(acc_a), load(a_at), x]), acc_a)
-            builder.store(builder.call(dp, [builder.load(acc_b), load(b_at), x]), acc_b)
         total = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(_I32, [_V16]), "llvm.vector.reduce.add.v16i32"
         )
-        sums = [builder.call(total, [builder.load(acc)]) for acc in (acc_a, acc_b)]
+        sums = [builder.call(total, [v]) for v in _accumulate(context, builder, signature, args, 1)]
         return context.make_tuple(builder, signature.return_type, sums)
 
     return sig, codegen
 
 
+@intrinsic
+def dot2x4(typingctx, q, row, a, b, out, pos):
+    """:func:`dot2` of rows ``row … row+3`` into ``out[pos : pos+8]`` (int32, ``[row·a,
+    row·b, …]``): the 8 horizontal sums share one reduction tree (~2 shuffles per sum)."""
+    sig = types.void(q, row, a, b, out, pos)
+
+    def codegen(context, builder, signature, args):
+        items = _accumulate(context, builder, signature, args, 4)
+        width = 16
+        while len(items) > 1:
+            items = [_fold(builder, items[i], items[i + 1], width) for i in range(0, len(items), 2)]
+            width //= 2
+        last = _fold(builder, items[0], items[0], width)  # 8 sums in lanes 0-7
+        low = builder.shuffle_vector(
+            last, last, ir.Constant(ir.VectorType(_I32, 8), list(range(8)))
+        )
+        oa = context.make_array(signature.args[4])(context, builder, args[4])
+        at = builder.add(
+            builder.ptrtoint(oa.data, _I64), builder.mul(args[5], ir.Constant(_I64, 4))
+        )
+        builder.store(low, builder.inttoptr(at, ir.VectorType(_I32, 8).as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @numba.njit(cache=True, nogil=True)
-def row_dots(q, a, b, out):
-    """``out[j] = (a·q_j, b·q_j)`` (int32) for every row: the exact integer pass, for the
-    probe that checks the instruction against numpy."""
-    for j in range(q.shape[0]):
-        out[j, 0], out[j, 1] = dot2(q, j, a, b)
+def block_sums(q, start, stop, a, b, sums):
+    """``sums[2i], sums[2i+1] = a·q_j, b·q_j`` (int32, exact) for rows ``j = start + i <
+    stop``: four rows at a time (:func:`dot2x4`), the rest one by one."""
+    j = start
+    while j + 4 <= stop:
+        dot2x4(q, j, a, b, sums, 2 * (j - start))
+        j += 4
+    while j < stop:
+        sums[2 * (j - start)], sums[2 * (j - start) + 1] = dot2(q, j, a, b)
+        j += 1
 
 
 @numba.njit(cache=True, nogil=True)
@@ -106,12 +166,32 @@ def int8_scores(q, offset, tp, digits, scale2, sq, est):
     exactly. Returns ``(‖â‖, ‖t' − â‖)``. Cost: one read of the int8 rows."""
     s_a, s_b, an, rest = query_digits(tp, digits)
     a, b = digits[0], digits[1]
-    for j in range(q.shape[0]):
-        da, db = dot2(q, j, a, b)
-        est[j] = sq[j] - scale2[j] * (
-            s_a * (np.int64(da) - offset[j]) + s_b * (np.int64(db) - offset[j])
-        )
+    n = q.shape[0]
+    sums = np.empty(2 * _BLOCK, dtype=np.int32)  # [row·a, row·b, …] of one block of rows
+    for start in range(0, n, _BLOCK):
+        stop = min(n, start + _BLOCK)
+        block_sums(q, start, stop, a, b, sums)
+        for r in range(stop - start):  # vectorised across the block's rows
+            j = start + r
+            da = np.int64(sums[2 * r]) - offset[j]
+            db = np.int64(sums[2 * r + 1]) - offset[j]
+            est[j] = sq[j] - scale2[j] * (s_a * da + s_b * db)
     return an, rest
+
+
+@numba.njit(cache=True, nogil=True)
+def argmin32(est):
+    """The first row of the smallest ``est`` (float32, no NaN), compared as integer keys —
+    an integer minimum vectorises, a float one does not (``-0.0`` counts below ``+0.0``)."""
+    bits = est.view(np.int32)
+    low = np.int32(0x7FFFFFFF)
+    for j in range(bits.shape[0]):
+        key = bits[j] ^ ((bits[j] >> 31) & np.int32(0x7FFFFFFF))
+        low = key if key < low else low
+    for j in range(bits.shape[0]):
+        if bits[j] ^ ((bits[j] >> 31) & np.int32(0x7FFFFFFF)) == low:
+            return j
+    return 0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -119,17 +199,26 @@ def finalists(est, res2, yh2, coef, thr, pre, x, center, tp, margin, limit, out)
     """The rows that can still be the reference's pick, into ``out``; returns how many, or
     -1 when more than ``limit`` rows pass the first test (the bound is too loose here).
 
-    First test: ``est_j − (1.01·(res2_j·a + yh2_j·b) + c) <= thr`` (float64; ``coef = (a,
-    b, c)``), after the cheap float32 ``est_j <= pre``. Then every survivor's float64 score
-    ``‖x_j − center − tp‖²`` and the rows within ``margin`` of the smallest, ascending."""
+    First test: ``est_j − row_error_j <= thr`` (float64; ``coef = (a, b, c)`` of
+    :func:`.rounding.row_error`), after the cheap float32 ``est_j <= pre``. Then every
+    survivor's float64 score ``‖x_j − center − tp‖²`` and the rows within ``margin`` of the
+    smallest, ascending."""
     a, b, c = coef
-    m = 0
-    for j in range(est.shape[0]):
-        if est[j] <= pre and np.float64(est[j]) - (1.01 * (res2[j] * a + yh2[j] * b) + c) <= thr:
-            if m == limit:
-                return -1
-            out[m] = j
-            m += 1
+    pre32 = np.float32(pre)  # pre carries 4 units of float32 rounding: still above the cut
+    n, m = est.shape[0], 0
+    for start in range(0, n, 64):  # a vectorised count first: most blocks have no candidate
+        stop = min(n, start + 64)
+        hits = 0
+        for j in range(start, stop):
+            hits += est[j] <= pre32
+        if hits == 0:
+            continue
+        for j in range(start, stop):
+            if est[j] <= pre32 and np.float64(est[j]) - row_error(res2[j], yh2[j], a, b, c) <= thr:
+                if m == limit:
+                    return -1
+                out[m] = j
+                m += 1
     d = x.shape[1]
     f = np.empty(m)
     low = np.inf
@@ -146,6 +235,50 @@ def finalists(est, res2, yh2, coef, thr, pre, x, center, tp, margin, limit, out)
             out[kept] = out[r]
             kept += 1
     return kept
+
+
+@numba.njit(cache=True, nogil=True)
+def herd(rows, x, c64, cur32, picks, i, k, limit, out):
+    """Herding picks ``i, i+1, …`` fused in one loop while the bounds alone decide each:
+    per pick the query ``t' = i·(center − cur)``, :func:`int8_scores`, the smallest upper
+    bound, the near-tie margin, :func:`finalists`, then the reference's running center.
+
+    ``rows = (q, offset, scale2, sq, res2, yh2, digits, est, consts)`` are an int8 copy's
+    arrays (:class:`.scores.VnniScores`), ``consts = (g, ymax, res2max, yh2max, xmax, cn)``.
+    Returns ``(i, m)``: stopped at pick ``i`` with ``m`` finalists — 0 when ``i == k``, ``m >
+    1`` (in ``out[:m]``) when the reference's own expression must decide, -1 when the bound
+    leaves more than ``limit`` rows, -2 when no row has a finite bound."""
+    q, offset, scale2, sq, res2, yh2, digits, est, consts = rows
+    g, ymax, res2max, yh2max, xmax, cn = consts
+    d = x.shape[1]
+    tp = np.empty(d)
+    while i < k:
+        tn2, cn2 = 0.0, 0.0
+        for c in range(d):
+            cur = np.float64(cur32[c])
+            tp[c] = i * (c64[c] - cur)
+            tn2 += tp[c] * tp[c]
+            cn2 += cur * cur
+        tn = np.sqrt(tn2)
+        an, rest = int8_scores(q, offset, tp, digits, scale2, sq, est)
+        query = rest + 1e-14 * (an + tn)  # the float64 roundings of the digits
+        cc = common_error(g, ymax, res2max, yh2max, d, tn, an * (1 + 1e-14), query)
+        j0 = argmin32(est)
+        best = np.float64(est[j0]) + row_error(res2[j0], yh2[j0], tn, query, cc)
+        if not best < np.inf:
+            return i, -2
+        margin = margin_of(i, best, tn, np.sqrt(cn2), xmax, cn, d)
+        thr = best + margin
+        pre = threshold32(thr + row_error(res2max, yh2max, tn, query, cc))
+        m = finalists(est, res2, yh2, (tn, query, cc), thr, pre, x, c64, tp, margin, limit, out)
+        if m != 1:
+            return i, m
+        p = out[0]
+        picks[i] = p
+        sq[p] = np.inf
+        advance(cur32, x[p], i)
+        i += 1
+    return i, 0
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nnan", "ninf", "nsz"})

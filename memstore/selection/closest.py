@@ -20,7 +20,7 @@ from .readers import (
     iter_blocks,
     row_blocks,
 )
-from .scores import gamma
+from .rounding import gamma
 
 __all__ = [
     "closest_to_center_order",

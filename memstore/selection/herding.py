@@ -36,7 +36,8 @@ from .readers import (
     check_reader,
     iter_blocks,
 )
-from .scores import EPS32, U32, Float32Scores, Int8Rows, float32_threshold, gamma
+from .rounding import EPS32, U32, advance_center, float32_threshold, gamma, near_tie_margin
+from .scores import Float32Scores, Int8Rows, VnniScores
 
 __all__ = [
     "herding_order",
@@ -51,40 +52,7 @@ _MAX_D = 100_000  # the rounding argument of herding_order needs (d + 4)·u32 <<
 _MAX_NORM = 1e18  # beyond, the reference's float32 distances may overflow
 
 
-# -- the shared core: near-tie margin, the reference's decision, its running center -----------
-def near_tie_margin(
-    i: int, score_ub: float, *, tn: float, cur_norm: float, xmax: float, cn: float, d: int
-) -> float:
-    """How far above the smallest score the reference's pick ``i`` may lie (score units).
-
-    Scores are ``σ_j = (i+1)²·D_j − tn²`` in any frame where that holds (``t'`` for
-    :func:`herding_order`, ``t = (i+1)·center − i·cur`` for the chunked path); ``score_ub`` is
-    an upper bound on the smallest true score. The reference computes ``D̃_j``: every
-    element of its ``(cur·i/(i+1) + x/(i+1)) − center`` is off by at most ``δ``, squaring and
-    summing add ``γ`` relatively, so ``|D̃_j − D_j| ≤ ρ(D_j) = δ(2√D_j + δ) + γ(√D_j + δ)²``.
-    Its pick has ``D ≤ D_min + ρ(D) + ρ(D_min)``, impossible above ``d_cap`` (there
-    ``ρ(D) < 0.3·D``): every row within ``(i+1)²·2ρ(d_cap)`` of the best, plus the float64
-    re-scoring slack ``2η``, must be kept. Increasing in ``score_ub``.
-
-    Args:
-        i: the pick number (picks made so far).
-        score_ub: upper bound on the smallest score.
-        tn: ``‖t‖`` of the frame the scores are in.
-        cur_norm: ``‖cur‖``, the reference's running center (float32, as float64).
-        xmax: upper bound on every ``‖x_j‖``.
-        cn: ``‖center‖``.
-        d: the feature dimension.
-    """
-    n1 = float((i + 1) ** 2)
-    delta = 5 * U32 * (cur_norm + xmax / (i + 1) + cn) + 1e-30
-    d_ub = max(score_ub + tn * tn, 0.0) / n1  # ≥ the smallest D_j
-    d_cap = max(4 * d_ub, 64 * delta * delta) + 1e-30
-    rd = d_cap**0.5
-    rho = delta * (2 * rd + delta) + gamma(d + 4) * (rd + delta) ** 2 + 1e-36 * d
-    eta = 4.04 * (d + 10) * 2.0**-53 * (xmax + cn + tn) ** 2  # float64 re-scoring error
-    return n1 * 2 * rho + 2 * eta
-
-
+# -- the reference's decision among near-ties ---------------------------------------------------
 def reference_pick(cur32: np.ndarray, rows: torch.Tensor, i: int, center: torch.Tensor) -> int:
     """Which of the candidate ``rows`` (float32, ascending row order) the reference picks.
 
@@ -96,14 +64,6 @@ def reference_pick(cur32: np.ndarray, rows: torch.Tensor, i: int, center: torch.
     candidate_centers = torch.from_numpy(cur32) * i / (i + 1) + rows / (i + 1)
     distances = pow(candidate_centers - center, 2).sum(dim=1)
     return int(torch.argmin(distances))
-
-
-def advance_center(cur32: np.ndarray, row: np.ndarray, i: int) -> None:
-    """The reference's running center after pick ``i`` (in place; elementwise float32,
-    bit-identical to torch's ``cur·i/(i+1) + x/(i+1)``)."""
-    cur32 *= np.float32(i)
-    cur32 /= np.float32(i + 1)
-    cur32 += row / np.float32(i + 1)
 
 
 def herding_order(features: np.ndarray, k: int, *, kernel: str | None = None) -> np.ndarray:
@@ -158,18 +118,24 @@ def herding_order(features: np.ndarray, k: int, *, kernel: str | None = None) ->
     cur32 = np.zeros(d, dtype=np.float32)
     i = 0
     while i < k:
-        cur64 = cur32.astype(np.float64)
-        tp = i * (c64 - cur64)
-        tn = float(tp @ tp) ** 0.5
-        bound = dict(tn=tn, cur_norm=float(cur64 @ cur64) ** 0.5, xmax=xmax, cn=cn, d=d)
-        if scores is not None:
+        if isinstance(scores, VnniScores):  # every pick the bounds decide, in compiled code
+            start = i
+            i, cand = scores.herd(x32, c64, cur32, picks, i, k, max(256, n // 16))
+            taken[picks[start:i]] = True
+            if i == k:
+                break
+        elif scores is not None:
+            cur64 = cur32.astype(np.float64)
+            tp = i * (c64 - cur64)
+            tn = float(tp @ tp) ** 0.5
+            bound = dict(tn=tn, cur_norm=float(cur64 @ cur64) ** 0.5, xmax=xmax, cn=cn, d=d)
             cand = _screen(scores, x32, taken, c64, tp, bound, i)
-            if cand is None:  # int8 bound too loose here: float32 from now on
-                scores = Float32Scores(x32, c32, xmax)
-                scores.exclude(picks[:i])
-                continue
         else:
             cand = np.flatnonzero(~taken)  # no usable bound: the reference over all rows
+        if cand is None:  # int8 bound too loose here: float32 from now on
+            scores = Float32Scores(x32, c32, xmax)
+            scores.exclude(picks[:i])
+            continue
         p = int(cand[0])
         if len(cand) > 1:
             p = int(cand[reference_pick(cur32, xt[torch.from_numpy(cand)], i, center_t)])

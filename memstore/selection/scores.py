@@ -20,11 +20,9 @@ import numpy as np
 import torch
 
 from .readers import row_blocks
+from .rounding import U32, float32_threshold, gamma, int8_common_error, row_error
 
 __all__ = [
-    "U32",
-    "EPS32",
-    "gamma",
     "Float32Scores",
     "Int8Rows",
     "Int8Scores",
@@ -32,7 +30,6 @@ __all__ = [
     "vnni_usable",
     "float32_query",
     "float32_error",
-    "float32_threshold",
     "int8_kernel_usable",
     "INT8_MIN_ELEMENTS",
     "INT8_MIN_K",
@@ -42,16 +39,9 @@ __all__ = [
 # before each use (Int8Scores), with the float32 path as the fallback.
 _INT8_KERNEL = getattr(torch, "_weight_int8pack_mm", None)  # shape: allow private torch kernel
 
-U32 = 2.0**-24  # unit roundoff of float32
-EPS32 = 2.0**-23  # float32 machine epsilon
 _UBF16 = 2.0**-8  # unit roundoff of bfloat16
 INT8_MIN_ELEMENTS = 1 << 21  # below ~8 MiB of features a float32 pass is cache-resident
 INT8_MIN_K = 64  # building the int8 copy costs ~25 float32 passes; worth it from here
-
-
-def gamma(n: int, unit: float = U32) -> float:
-    """Higham's γ_n: relative error bound of an n-term floating-point dot product or sum."""
-    return n * unit / (1.0 - n * unit)
 
 
 # -- first-pass scores (in RAM) ---------------------------------------------------------------
@@ -102,11 +92,6 @@ def float32_query(tp: np.ndarray) -> tuple[np.ndarray, float, float]:
     tn32 = 0.5 * float(t64 @ t64) ** 0.5
     t64 += 2.0 * tp
     return t32, tn32, 0.5 * float(t64 @ t64) ** 0.5
-
-
-def float32_threshold(limit: float) -> float:
-    """A threshold that float32 estimates ``<= limit`` in exact arithmetic still meet."""
-    return limit + 4 * U32 * abs(limit) + 1e-37
 
 
 def float32_error(
@@ -162,26 +147,16 @@ class Int8Rows:
         self.sq[rows] = np.inf
 
     def common_error(self, tn: float, an: float, query: float) -> float:
-        """The row-independent part of the bound, for a query of norm ``an`` off ``t'`` by at
-        most ``query``: ``‖y‖²`` in float32, the float32 result and comparisons, ``t'``."""
-        ym = self.ymax
-        omax = self.yh2max * an
-        emax = self.res2max * tn + self.yh2max * query
-        common = (
-            (self.g + 6 * U32) * ym * ym  # ‖y‖² in float32
-            + 2 * U32 * (ym * ym + omax + emax)  # the float32 subtraction, comparisons
-            + 1e-14 * ym * tn  # t' itself (float64)
-            + self.yh2max * self.d**0.5 * 2.0**-125
-            + self.d * 2.0**-122  # flushed subnormals
+        """:func:`.rounding.int8_common_error` for these rows."""
+        return int8_common_error(
+            self.g, self.ymax, self.res2max, self.yh2max, self.d, tn, an, query
         )
-        return 1.01 * common + 1e-30
 
     def err(self, rows: Any = None) -> Any:
         """Error bounds of the last ``scores``: of ``rows`` (float64), or their maximum."""
-        a, b, c = self._coef
         if rows is None:
-            return 1.01 * (self.res2max * a + self.yh2max * b) + c
-        return 1.01 * (self.res2[rows] * a + self.yh2[rows] * b) + c
+            return row_error(self.res2max, self.yh2max, *self._coef)
+        return row_error(self.res2[rows], self.yh2[rows], *self._coef)
 
     def finalists(
         self, est: np.ndarray, thr: float, x32: np.ndarray, c64: np.ndarray, tp: np.ndarray,
@@ -269,24 +244,28 @@ class VnniScores(Int8Rows):
     """
 
     def __init__(self, x32: np.ndarray, c32: np.ndarray, xmax: float) -> None:
-        from ._int8_kernels import int8_scores, row_dots  # numba: imported on first use
+        from ._int8_kernels import block_sums, herd, int8_scores  # numba: imported on first use
 
         super().__init__(x32, c32, xmax)
         n = x32.shape[0]
-        self._kernel = int8_scores
+        self._kernel, self._herd = int8_scores, herd
         self.qn = self.q.numpy()
         self.scale2 = 2 * self.scales.astype(np.float64)
         self._digits = np.full((2, self.q.shape[1]), 128, dtype=np.uint8)
         self._est = np.empty(n, dtype=np.float32)
-        self._check_kernel(row_dots, min(n, 256))
+        self._check_kernel(block_sums, min(n, 258))  # both paths: 4 rows and single
+        c64 = c32.astype(np.float64)
+        consts = (self.g, self.ymax, self.res2max, self.yh2max, xmax, float(c64 @ c64) ** 0.5)
+        self._arrays = (self.qn, self.offset, self.scale2, self.sq, self.res2, self.yh2,
+                        self._digits, self._est, consts)  # fmt: skip
 
-    def _check_kernel(self, row_dots: Any, m: int) -> None:
+    def _check_kernel(self, block_sums: Any, m: int) -> None:
         """Refuse an instruction whose sums differ from numpy's (another CPU, a new LLVM)."""
         digits = np.random.default_rng(0).integers(0, 256, self._digits.shape, dtype=np.uint8)
-        out = np.empty((m, 2), dtype=np.int32)
-        row_dots(self.qn[:m], digits[0], digits[1], out)
+        out = np.empty(2 * m, dtype=np.int32)
+        block_sums(self.qn, 0, m, digits[0], digits[1], out)
         exact = self.qn[:m].astype(np.int64) @ digits.T.astype(np.int64)
-        if not np.array_equal(out, exact):
+        if not np.array_equal(out.reshape(m, 2), exact):
             raise RuntimeError("the VNNI kernel's integer sums are wrong here")
 
     def scores(self, tp: np.ndarray, tn: float) -> tuple[np.ndarray, float]:
@@ -298,6 +277,24 @@ class VnniScores(Int8Rows):
         query = rest + 1e-14 * (an + tn)  # ‖t' − â‖, plus the float64 roundings of the digits
         self._coef = (tn, query, self.common_error(tn, an * (1 + 1e-14), query))
         return self._est, 0.0
+
+    def herd(
+        self, x32: np.ndarray, c64: np.ndarray, cur32: np.ndarray, picks: np.ndarray, i: int,
+        k: int, limit: int,
+    ) -> tuple[int, np.ndarray | None]:  # fmt: skip
+        """Picks ``i, i+1, …`` (into ``picks``, the running center ``cur32`` advanced) in one
+        compiled loop, for as long as the bounds alone decide them — the steps of
+        :func:`.herding.herding_order`, with no Python between picks. Returns ``(i, rows)``:
+        the pick it stopped at and the rows the reference's expression must settle (empty
+        when ``i == k``), or ``None`` when more than ``limit`` rows pass the bound."""
+        if self._rows is None:
+            self._rows = np.empty(len(self.sq), dtype=np.int64)
+        i, m = self._herd(self._arrays, x32, c64, cur32, picks, i, k, limit, self._rows)
+        if m == -1:
+            return i, None
+        if m == -2:  # no finite bound: every unpicked row
+            return i, np.flatnonzero(self.sq < np.inf)
+        return i, self._rows[:m].copy()
 
 
 def vnni_usable(n: int, d: int) -> bool:

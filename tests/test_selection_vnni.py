@@ -1,0 +1,130 @@
+"""The AVX-512 VNNI first pass of exact herding: exact integer sums, a rigorous bound, the
+fused pick loop equal to the reference, and the fallbacks (no VNNI, a bound too loose)."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+import torch
+
+from memstore.selection import herding
+from memstore.selection.kernels import make_scores
+from memstore.selection.scores import Float32Scores, Int8Scores, VnniScores, vnni_usable
+from memstore.testing.reference import herding_loop
+
+needs_vnni = pytest.mark.skipif(not vnni_usable(1, 64), reason="no AVX-512 VNNI here")
+
+
+def _quantized(x: np.ndarray) -> tuple[np.ndarray, ...]:
+    from memstore.selection._int8_kernels import quantize_rows
+
+    n, d = x.shape
+    q = np.zeros((n, -(-d // 64) * 64), dtype=np.int8)
+    sq, scales, res = (np.empty(n, dtype=np.float32) for _ in range(3))
+    offset = np.empty(n, dtype=np.int64)
+    center = x.mean(axis=0)
+    quantize_rows(x, center, q, sq, scales, res, offset)
+    return center, q, sq, scales, res, offset
+
+
+@needs_vnni
+@pytest.mark.parametrize("d", [64, 2048])
+@pytest.mark.parametrize("rows", [40, 43])  # blocks of four rows, and single rows after them
+def test_vnni_sums_are_exact_at_the_extremes(d, rows):
+    from memstore.selection._int8_kernels import block_sums
+
+    rng = np.random.default_rng(0)
+    q = rng.choice(np.array([-127, 127, 0, 1], dtype=np.int8), size=(rows + 2, d))
+    q[0] = 127
+    q[rows] = -127
+    a = rng.integers(0, 256, d, dtype=np.uint8)
+    b = np.full(d, 255, dtype=np.uint8)
+    out = np.full(2 * rows + 2, -1, dtype=np.int32)
+    block_sums(q, 1, rows + 1, a, b, out)  # rows 1 … rows, from the second row on
+    expected = q[1 : rows + 1].astype(np.int64) @ np.stack([a, b]).T.astype(np.int64)
+    assert np.array_equal(out[: 2 * rows].reshape(rows, 2), expected)
+    assert out[2 * rows - 1] == -127 * 255 * d
+    assert list(out[2 * rows :]) == [-1, -1]  # nothing written past the rows asked for
+
+
+@needs_vnni
+def test_quantized_rows_keep_their_promises():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((300, 100)).astype(np.float32) * 3
+    x[7] = x.mean(axis=0)  # a ~zero row after centring
+    center, q, sq, scales, res, offset = _quantized(x)
+    y = x - center
+    assert np.abs(q).max() <= 127 and not q[:, 100:].any()  # padding stays zero
+    bf16 = torch.from_numpy(scales).bfloat16().float().numpy()
+    assert np.array_equal(bf16, scales)  # bf16 values, so the torch kernel can share them
+    assert np.all(scales * 127 >= np.abs(y).max(axis=1))
+    assert np.array_equal(offset, 128 * q.sum(axis=1, dtype=np.int64))
+    resid = y.astype(np.float64) - q[:, :100] * scales[:, None].astype(np.float64)
+    assert np.allclose(res, (resid**2).sum(axis=1), rtol=1e-5, atol=1e-30)
+    assert np.allclose(sq, (y.astype(np.float64) ** 2).sum(axis=1), rtol=1e-5)
+
+
+@needs_vnni
+@pytest.mark.parametrize("kind", ["vnni-int8", "torch-int8"])
+def test_int8_scores_stay_within_their_bound(kind):
+    rng = np.random.default_rng(2)
+    x = np.maximum(rng.standard_normal((500, 96)), -0.3).astype(np.float32)
+    c32 = torch.from_numpy(x).mean(dim=0).numpy()
+    xmax = float(np.sqrt((x.astype(np.float64) ** 2).sum(axis=1).max())) * 1.001
+    scorer = make_scores(torch.from_numpy(x), c32, xmax, 100, kind)
+    assert type(scorer) is {"vnni-int8": VnniScores, "torch-int8": Int8Scores}[kind]
+    y = x.astype(np.float64) - c32.astype(np.float64)
+    for scale in (0.0, 1e-3, 1.0, 40.0):
+        tp = rng.standard_normal(96) * scale
+        est, shift = scorer.scores(tp, float(np.linalg.norm(tp)))
+        exact = (y**2).sum(axis=1) - 2 * (y @ tp)
+        gap = np.abs(est.astype(np.float64) + shift - exact)
+        assert np.all(gap <= scorer.err(np.arange(500))), scale
+        assert gap.max() > 0 or scale == 0.0  # the estimate is really approximate
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fused_loop_gives_the_reference_picks_through_ties(seed):
+    rng = np.random.default_rng(seed)
+    base = rng.integers(-2, 3, size=(120, 40)).astype(np.float32)
+    x = np.concatenate([base, base, base[::-1]])  # exact duplicates: the reference decides
+    expected = herding_loop(torch.from_numpy(x), 150)
+    assert herding.herding_order(x, 150, kernel="vnni-int8").tolist() == expected
+
+
+@needs_vnni
+def test_a_loose_bound_switches_to_the_float32_pass(monkeypatch):
+    # Two groups of 400 rows, ±u plus noise far below int8 resolution: from the second pick
+    # on, a whole group lies within the int8 bound of the best, more than the 256 allowed.
+    rng = np.random.default_rng(3)
+    u = rng.standard_normal(32)
+    signs = np.where(np.arange(800) % 2 == 0, 1.0, -1.0)[:, None]
+    x = (signs * u / np.linalg.norm(u) + 1e-4 * rng.standard_normal((800, 32))).astype(np.float32)
+    built = []
+
+    def float32_scores(*args):
+        built.append(args[0].shape)
+        return Float32Scores(*args)
+
+    monkeypatch.setattr(herding, "Float32Scores", float32_scores)
+    expected = herding_loop(torch.from_numpy(x), 30)
+    assert herding.herding_order(x, 30, kernel="vnni-int8").tolist() == expected
+    assert built == [(800, 32)]
+
+
+def test_vnni_is_refused_where_numba_targets_another_cpu(monkeypatch):
+    x = np.random.default_rng(4).standard_normal((50, 8)).astype(np.float32)
+    monkeypatch.setattr(numba.config, "CPU_NAME", "generic")
+    assert not vnni_usable(50, 8)
+    scorer = make_scores(torch.from_numpy(x), x.mean(axis=0), 10.0, 20, "vnni-int8")
+    assert isinstance(scorer, Float32Scores)
+    assert herding.herding_order(x, 20, kernel="vnni-int8").tolist() == herding_loop(
+        torch.from_numpy(x), 20
+    )
+
+
+@needs_vnni
+def test_vnni_is_refused_where_int32_sums_could_overflow():
+    assert vnni_usable(10, 65_536)  # 65 536 · 255 · 128 < 2^31
+    assert not vnni_usable(10, 70_000)
