@@ -16,36 +16,55 @@ from memstore.testing.reference import herding_loop
 needs_vnni = pytest.mark.skipif(not vnni_usable(1, 64), reason="no AVX-512 VNNI here")
 
 
-def _quantized(x: np.ndarray) -> tuple[np.ndarray, ...]:
+def _quantized(x: np.ndarray, per_line: int = 1) -> tuple[np.ndarray, ...]:
     from memstore.selection._int8_kernels import quantize_rows
 
     n, d = x.shape
-    q = np.zeros((n, -(-d // 64) * 64), dtype=np.int8)
+    lines, dpad = -(-n // per_line), -(-d // 64) * 64
+    dest = np.zeros((lines, dpad // 4, per_line), dtype=np.int32)
     sq, scales, res = (np.empty(n, dtype=np.float32) for _ in range(3))
     offset = np.empty(n, dtype=np.int64)
     center = x.mean(axis=0)
-    quantize_rows(x, center, q, sq, scales, res, offset)
-    return center, q, sq, scales, res, offset
+    quantize_rows(x, center, dest, sq, scales, res, offset)
+    q = dest.view(np.int8).reshape(lines, dpad // 4, per_line, 4).transpose(0, 2, 1, 3)
+    return center, q.reshape(lines * per_line, dpad)[:n], sq, scales, res, offset, dest
+
+
+def _blocked(q: np.ndarray) -> np.ndarray:
+    """Row-major int8 rows in dot2x16's layout [B, D/4, 16, 4] (zero rows after N)."""
+    n, d = q.shape
+    pad = np.zeros((-(-n // 16) * 16, d), dtype=np.int8)
+    pad[:n] = q
+    return np.ascontiguousarray(pad.reshape(-1, 16, d // 4, 4).transpose(0, 2, 1, 3))
 
 
 @needs_vnni
 @pytest.mark.parametrize("d", [64, 2048])
-@pytest.mark.parametrize("rows", [40, 43])  # blocks of four rows, and single rows after them
+@pytest.mark.parametrize("rows", [32, 43])  # whole blocks of 16 rows, and a part block
 def test_vnni_sums_are_exact_at_the_extremes(d, rows):
-    from memstore.selection._int8_kernels import block_sums
+    from memstore.selection._int8_kernels import row_sums
 
     rng = np.random.default_rng(0)
-    q = rng.choice(np.array([-127, 127, 0, 1], dtype=np.int8), size=(rows + 2, d))
+    q = rng.choice(np.array([-127, 127, 0, 1], dtype=np.int8), size=(rows, d))
     q[0] = 127
-    q[rows] = -127
+    q[rows - 1] = -127
     a = rng.integers(0, 256, d, dtype=np.uint8)
     b = np.full(d, 255, dtype=np.uint8)
-    out = np.full(2 * rows + 2, -1, dtype=np.int32)
-    block_sums(q, 1, rows + 1, a, b, out)  # rows 1 … rows, from the second row on
-    expected = q[1 : rows + 1].astype(np.int64) @ np.stack([a, b]).T.astype(np.int64)
-    assert np.array_equal(out[: 2 * rows].reshape(rows, 2), expected)
-    assert out[2 * rows - 1] == -127 * 255 * d
-    assert list(out[2 * rows :]) == [-1, -1]  # nothing written past the rows asked for
+    out = np.full((rows + 1, 2), -1, dtype=np.int32)
+    row_sums(_blocked(q), rows, a, b, out)
+    expected = q.astype(np.int64) @ np.stack([a, b]).T.astype(np.int64)
+    assert np.array_equal(out[:rows], expected)
+    assert out[rows - 1, 1] == -127 * 255 * d
+    assert list(out[rows]) == [-1, -1]  # nothing written past the rows asked for
+
+
+@needs_vnni
+def test_both_layouts_hold_the_same_quantised_rows():
+    x = np.random.default_rng(5).standard_normal((37, 70)).astype(np.float32)
+    row_major, blocked = _quantized(x, 1), _quantized(x, 16)
+    for a, b in zip(row_major[:6], blocked[:6], strict=True):
+        assert np.array_equal(a, b)
+    assert np.array_equal(_blocked(row_major[1]).view(np.int32).ravel(), blocked[6].ravel())
 
 
 @needs_vnni
@@ -53,7 +72,7 @@ def test_quantized_rows_keep_their_promises():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((300, 100)).astype(np.float32) * 3
     x[7] = x.mean(axis=0)  # a ~zero row after centring
-    center, q, sq, scales, res, offset = _quantized(x)
+    center, q, sq, scales, res, offset, _ = _quantized(x)
     y = x - center
     assert np.abs(q).max() <= 127 and not q[:, 100:].any()  # padding stays zero
     bf16 = torch.from_numpy(scales).bfloat16().float().numpy()

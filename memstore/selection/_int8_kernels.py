@@ -19,7 +19,6 @@ from . import rounding
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
 _V16 = ir.VectorType(_I32, 16)  # one 64-byte register
-_BLOCK = 256  # rows whose sums int8_scores gathers before turning them into scores
 
 # The reference's arithmetic and the bounds, compiled from the functions herding calls.
 _jit = numba.njit(cache=True, nogil=True)
@@ -30,106 +29,77 @@ common_error = _jit(rounding.int8_common_error)
 row_error = _jit(rounding.row_error)
 
 
-def _accumulate(context, builder, signature, args, n_rows):
-    """IR: ``vpdpbusd`` sums of rows ``args[1] …+n_rows`` of ``q`` against the digits ``a``
-    and ``b`` — ``2·n_rows`` vectors of 16 int32 partial sums, ``[row0·a, row0·b, row1·a,
-    …]``. Each 64 bytes of a row are read once for both digits."""
-    q_ty, _, a_ty, b_ty = signature.args[:4]
-    qa = context.make_array(q_ty)(context, builder, args[0])
-    aa = context.make_array(a_ty)(context, builder, args[2])
-    ba = context.make_array(b_ty)(context, builder, args[3])
-    stride = cgutils.unpack_tuple(builder, qa.strides, 2)[0]
-    width = cgutils.unpack_tuple(builder, aa.shape, 1)[0]
-    n_vec = builder.udiv(width, ir.Constant(width.type, 64))
-    first = builder.add(builder.ptrtoint(qa.data, _I64), builder.mul(args[1], stride))
-    digit_at = [builder.ptrtoint(arr.data, _I64) for arr in (aa, ba)]
-    dp = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(_V16, [_V16, _V16, _V16]), "llvm.x86.avx512.vpdpbusd.512"
-    )
-    accs = [cgutils.alloca_once_value(builder, ir.Constant(_V16, None)) for _ in range(2 * n_rows)]
-    with cgutils.for_range(builder, n_vec) as loop:
-        off = builder.mul(loop.index, ir.Constant(loop.index.type, 64))
-
-        def load(at):
-            return builder.load(builder.inttoptr(builder.add(at, off), _V16.as_pointer()), align=1)
-
-        digits = [load(at) for at in digit_at]
-        for r in range(n_rows):
-            x = load(builder.add(first, builder.mul(ir.Constant(_I64, r), stride)))
-            for k in range(2):
-                acc = accs[2 * r + k]
-                builder.store(builder.call(dp, [builder.load(acc), digits[k], x]), acc)
-    return [builder.load(acc) for acc in accs]
-
-
-def _fold(builder, left, right, width):
-    """IR: two vectors of items ``width`` lanes wide into one of items ``width/2`` wide (each
-    item's two halves added), ``left``'s items first: one step of a reduction tree."""
-    half, first, second = width // 2, [], []
-    for m in range(32 // width):
-        base = (m * width) % 16 + (16 if m >= 16 // width else 0)
-        first += [base + t for t in range(half)]
-        second += [base + half + t for t in range(half)]
-
-    def pick(lanes):
-        return builder.shuffle_vector(left, right, ir.Constant(_V16, lanes))
-
-    return builder.add(pick(first), pick(second))
-
-
 @intrinsic
-def dot2(typingctx, q, row, a, b):
-    """``(Σ_c a[c]·q[row, c], Σ_c b[c]·q[row, c])`` in int32: ``q`` int8 ``[N, D]`` with
-    ``D % 64 == 0`` and C-contiguous rows, ``a`` and ``b`` uint8 ``[D]``."""
-    sig = types.UniTuple(types.int32, 2)(q, row, a, b)
+def dot2x16(typingctx, qb, block, a, b, out):
+    """Rows ``16·block … +15`` of the blocked copy ``qb`` (int8 ``[B, D/4, 16, 4]``: for every
+    four columns, 16 rows × 4 bytes in one 64-byte line) against the digits ``a``, ``b``
+    (uint8 ``[D]``): ``out[0:16] = a·row``, ``out[16:32] = b·row`` (int32, exact). Each
+    ``vpdpbusd`` takes four digits broadcast to all lanes and one line: every lane is a
+    row, so no horizontal sum is needed."""
+    sig = types.void(qb, block, a, b, out)
 
     def codegen(context, builder, signature, args):
-        total = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(_I32, [_V16]), "llvm.vector.reduce.add.v16i32"
+        qb_ty, _, a_ty, b_ty, out_ty = signature.args
+        qa = context.make_array(qb_ty)(context, builder, args[0])
+        groups = cgutils.unpack_tuple(builder, qa.shape, 4)[1]
+        block_at = builder.add(
+            builder.ptrtoint(qa.data, _I64),
+            builder.mul(args[1], cgutils.unpack_tuple(builder, qa.strides, 4)[0]),
         )
-        sums = [builder.call(total, [v]) for v in _accumulate(context, builder, signature, args, 1)]
-        return context.make_tuple(builder, signature.return_type, sums)
-
-    return sig, codegen
-
-
-@intrinsic
-def dot2x4(typingctx, q, row, a, b, out, pos):
-    """:func:`dot2` of rows ``row … row+3`` into ``out[pos : pos+8]`` (int32, ``[row·a,
-    row·b, …]``): the 8 horizontal sums share one reduction tree (~2 shuffles per sum)."""
-    sig = types.void(q, row, a, b, out, pos)
-
-    def codegen(context, builder, signature, args):
-        items = _accumulate(context, builder, signature, args, 4)
-        width = 16
-        while len(items) > 1:
-            items = [_fold(builder, items[i], items[i + 1], width) for i in range(0, len(items), 2)]
-            width //= 2
-        last = _fold(builder, items[0], items[0], width)  # 8 sums in lanes 0-7
-        low = builder.shuffle_vector(
-            last, last, ir.Constant(ir.VectorType(_I32, 8), list(range(8)))
+        digit_at = [
+            builder.ptrtoint(context.make_array(ty)(context, builder, v).data, _I64)
+            for ty, v in ((a_ty, args[2]), (b_ty, args[3]))
+        ]
+        dp = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(_V16, [_V16, _V16, _V16]),
+            "llvm.x86.avx512.vpdpbusd.512",
         )
-        oa = context.make_array(signature.args[4])(context, builder, args[4])
-        at = builder.add(
-            builder.ptrtoint(oa.data, _I64), builder.mul(args[5], ir.Constant(_I64, 4))
-        )
-        builder.store(low, builder.inttoptr(at, ir.VectorType(_I32, 8).as_pointer()), align=4)
+        # Four accumulators per digit: consecutive vpdpbusd on one register would wait for
+        # each other's latency (~5 cycles); groups g, g+1, g+2, g+3 go to different ones.
+        accs = [cgutils.alloca_once_value(builder, ir.Constant(_V16, None)) for _ in range(8)]
+        splat = ir.Constant(_V16, [0] * 16)
+        four_groups = builder.udiv(groups, ir.Constant(groups.type, 4))  # D/4 is a multiple of 16
+        with cgutils.for_range(builder, four_groups) as loop:
+            for u in range(4):
+                g = builder.add(builder.mul(loop.index, ir.Constant(_I64, 4)), ir.Constant(_I64, u))
+                line_at = builder.add(block_at, builder.mul(g, ir.Constant(_I64, 64)))
+                line = builder.load(builder.inttoptr(line_at, _V16.as_pointer()), align=1)
+                for k in range(2):
+                    word_at = builder.add(digit_at[k], builder.mul(g, ir.Constant(_I64, 4)))
+                    word = builder.load(builder.inttoptr(word_at, _I32.as_pointer()), align=1)
+                    four = builder.insert_element(
+                        ir.Constant(_V16, None), word, ir.Constant(_I32, 0)
+                    )
+                    four = builder.shuffle_vector(four, four, splat)
+                    acc = accs[4 * k + u]
+                    builder.store(builder.call(dp, [builder.load(acc), four, line]), acc)
+        totals = []
+        for k in range(2):
+            parts = [builder.load(accs[4 * k + u]) for u in range(4)]
+            totals.append(
+                builder.add(builder.add(parts[0], parts[1]), builder.add(parts[2], parts[3]))
+            )
+        oa = context.make_array(out_ty)(context, builder, args[4])
+        out_at = builder.ptrtoint(oa.data, _I64)
+        for k in range(2):
+            at = builder.add(out_at, ir.Constant(_I64, 64 * k))
+            builder.store(totals[k], builder.inttoptr(at, _V16.as_pointer()), align=4)
         return context.get_dummy_value()
 
     return sig, codegen
 
 
 @numba.njit(cache=True, nogil=True)
-def block_sums(q, start, stop, a, b, sums):
-    """``sums[2i], sums[2i+1] = a·q_j, b·q_j`` (int32, exact) for rows ``j = start + i <
-    stop``: four rows at a time (:func:`dot2x4`), the rest one by one."""
-    j = start
-    while j + 4 <= stop:
-        dot2x4(q, j, a, b, sums, 2 * (j - start))
-        j += 4
-    while j < stop:
-        sums[2 * (j - start)], sums[2 * (j - start) + 1] = dot2(q, j, a, b)
-        j += 1
+def row_sums(qb, n, a, b, out):
+    """``out[j] = (a·row_j, b·row_j)`` (int32) for the first ``n`` rows of the blocked copy,
+    by :func:`dot2x16`: the exact integer pass, for the check against numpy."""
+    sums = np.empty(32, dtype=np.int32)
+    for block in range(-(-n // 16)):
+        dot2x16(qb, block, a, b, sums)
+        for r in range(min(16, n - 16 * block)):
+            out[16 * block + r, 0] = sums[r]
+            out[16 * block + r, 1] = sums[16 + r]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -159,22 +129,22 @@ def query_digits(tp, digits):
 
 
 @numba.njit(cache=True, nogil=True)
-def int8_scores(q, offset, tp, digits, scale2, sq, est):
+def int8_scores(qb, offset, tp, digits, scale2, sq, est):
     """The query ``tp`` as two digits (:func:`query_digits`), then ``est_j = sq_j −
     scale2_j·(s_a·(a·q_j − offset_j) + s_b·(b·q_j − offset_j))`` (float64 arithmetic, stored
     float32) for every row. ``offset_j = 128·Σ_c q_j[c]`` removes the digits' +128 shift
     exactly. Returns ``(‖â‖, ‖t' − â‖)``. Cost: one read of the int8 rows."""
     s_a, s_b, an, rest = query_digits(tp, digits)
     a, b = digits[0], digits[1]
-    n = q.shape[0]
-    sums = np.empty(2 * _BLOCK, dtype=np.int32)  # [row·a, row·b, …] of one block of rows
-    for start in range(0, n, _BLOCK):
-        stop = min(n, start + _BLOCK)
-        block_sums(q, start, stop, a, b, sums)
-        for r in range(stop - start):  # vectorised across the block's rows
+    n = sq.shape[0]
+    sums = np.empty(32, dtype=np.int32)  # [16 rows·a, 16 rows·b] of one block
+    for block in range(qb.shape[0]):
+        dot2x16(qb, block, a, b, sums)
+        start = 16 * block
+        for r in range(min(16, n - start)):  # vectorised across the block's rows
             j = start + r
-            da = np.int64(sums[2 * r]) - offset[j]
-            db = np.int64(sums[2 * r + 1]) - offset[j]
+            da = np.int64(sums[r]) - offset[j]
+            db = np.int64(sums[16 + r]) - offset[j]
             est[j] = sq[j] - scale2[j] * (s_a * da + s_b * db)
     return an, rest
 
@@ -248,7 +218,7 @@ def herd(rows, x, c64, cur32, picks, i, k, limit, out):
     Returns ``(i, m)``: stopped at pick ``i`` with ``m`` finalists — 0 when ``i == k``, ``m >
     1`` (in ``out[:m]``) when the reference's own expression must decide, -1 when the bound
     leaves more than ``limit`` rows, -2 when no row has a finite bound."""
-    q, offset, scale2, sq, res2, yh2, digits, est, consts = rows
+    qb, offset, scale2, sq, res2, yh2, digits, est, consts = rows
     g, ymax, res2max, yh2max, xmax, cn = consts
     d = x.shape[1]
     tp = np.empty(d)
@@ -260,7 +230,7 @@ def herd(rows, x, c64, cur32, picks, i, k, limit, out):
             tn2 += tp[c] * tp[c]
             cn2 += cur * cur
         tn = np.sqrt(tn2)
-        an, rest = int8_scores(q, offset, tp, digits, scale2, sq, est)
+        an, rest = int8_scores(qb, offset, tp, digits, scale2, sq, est)
         query = rest + 1e-14 * (an + tn)  # the float64 roundings of the digits
         cc = common_error(g, ymax, res2max, yh2max, d, tn, an * (1 + 1e-14), query)
         j0 = argmin32(est)
@@ -282,16 +252,23 @@ def herd(rows, x, c64, cur32, picks, i, k, limit, out):
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nnan", "ninf", "nsz"})
-def quantize_rows(x, center, q, sq, scales, res, offset):
+def quantize_rows(x, center, dest, sq, scales, res, offset):
     """Row ``j`` of ``y = x − center`` (float32) as ``scales_j·q_j`` plus a residual: ``q``
     int8 in ``[-127, 127]``, ``scales_j`` a bf16 value ``>= max|y_j|/127`` (1 for a ~zero row),
     ``sq_j = ‖y_j‖²``, ``res_j = ‖y_j − scales_j·q_j‖²`` (float32, the residual exact:
     8-bit scale × 7-bit integer, then Sterbenz), ``offset_j = 128·Σ q_j``. One read of ``x``.
 
+    ``q_j`` goes four bytes at a time into ``dest`` (int32 ``[⌈N/R⌉, D/4, R]``, zero-filled,
+    ``D`` a multiple of 64) at ``[j // R, ·, j % R]``: ``R = 1`` is the row-major copy torch's
+    kernel reads, ``R = 16`` the blocked one of :func:`dot2x16`.
+
     Sums may be reordered (vectorised) and fused: the callers' bounds hold for any order. The
     features are finite (the callers check their norm), so no NaN or inf reaches here."""
     n, d = x.shape
+    per_line = dest.shape[2]
     y = np.empty(d, dtype=np.float32)
+    qrow = np.zeros(4 * dest.shape[1], dtype=np.int8)  # padding columns stay zero
+    words = qrow.view(np.int32)
     top = np.empty(1, dtype=np.int32)  # max |y_j| as float32 bits (an integer max vectorises)
     top_f = top.view(np.float32)
     for j in range(n):
@@ -320,8 +297,11 @@ def quantize_rows(x, center, q, sq, scales, res, offset):
             e = y[c] - v * s
             r += e * e
             iv = np.int32(v)
-            q[j, c] = np.int8(iv)
+            qrow[c] = np.int8(iv)
             count += iv
+        line, lane = j // per_line, j % per_line
+        for g in range(words.shape[0]):
+            dest[line, g, lane] = words[g]
         scales[j] = s
         res[j] = r
         offset[j] = 128 * np.int64(count)

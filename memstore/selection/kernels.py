@@ -1,13 +1,16 @@
 """Which first-pass kernel exact herding uses: a measured probe at first use, an override.
 
 Every kernel gives the reference's picks (each carries a rigorous bound and the candidates
-are settled exactly), so the choice only changes speed. ``torch-int8``
-(:class:`.scores.Int8Scores`, torch's weight-only int8 kernel over an int8 copy) is built
-and timed once per process on a small synthetic problem (~50 ms) and kept if it runs and
-passes its own bound check; else ``float32`` (:class:`.scores.Float32Scores`, one sgemv).
-(Timing float32 against it on that probe misleads: the probe is cache-resident, real groups
-are not — one run picked float32 and cost 1.35× a mat-vec per pick instead of ~0.5–1×.)
-The verdict is cached for the process: it affects time, never results.
+are settled exactly), so the choice only changes speed. The low-precision kernels —
+``vnni-int8`` (:class:`.scores.VnniScores`: AVX-512 VNNI ``vpdpbusd`` called from numba,
+exact int32 sums, only where the CPU has it and numba targets it) and ``torch-int8``
+(:class:`.scores.Int8Scores`, torch's private weight-only int8 kernel) — are built and timed
+once per process on a small synthetic problem (~50 ms, plus numba's one-off compile, cached
+on disk) and the fastest that runs and passes its own check is kept; else ``float32``
+(:class:`.scores.Float32Scores`, one sgemv). (Timing float32 against them on that probe
+misleads: the probe is cache-resident, real groups are not — one run picked float32 and cost
+1.35× a mat-vec per pick instead of ~0.5–1×.) The verdict is cached for the process: it
+affects time, never results.
 
 Kernels measured and not kept (this machine: AVX-512 VNNI, torch 2.13, FAISS 1.15.1):
 FAISS's 8-bit scalar-quantizer search (direct signed codes) returns distances ~0.4% off at
@@ -34,7 +37,7 @@ from .scores import (
     vnni_usable,
 )
 
-__all__ = ["KERNELS", "make_scores", "fastest_kernel", "Scorer"]
+__all__ = ["KERNELS", "make_scores", "fastest_kernel", "Scorer", "VNNI_MIN_ELEMENTS", "VNNI_MIN_K"]
 
 #: the kernel names ``herding_order(..., kernel=...)`` accepts.
 KERNELS = ("vnni-int8", "torch-int8", "float32")
@@ -42,6 +45,8 @@ KERNELS = ("vnni-int8", "torch-int8", "float32")
 LOW_PRECISION = ("vnni-int8", "torch-int8")
 
 Scorer = Float32Scores | Int8Scores | VnniScores
+VNNI_MIN_ELEMENTS = 1 << 16  # from here (e.g. 500×128) the VNNI pass is worth its set-up
+VNNI_MIN_K = 8
 _VERDICT: dict[str, str] = {}  # process-wide: which kernel the probe found fastest
 
 
@@ -97,15 +102,20 @@ def make_scores(
 ) -> Scorer:
     """The first-pass scorer for ``k`` picks over ``xt`` (float32 ``[N, d]``).
 
-    ``kernel=None`` chooses: float32 for inputs a float32 pass reads from cache or too few
-    picks to repay an int8 copy, else :func:`fastest_kernel`. A named kernel is forced
-    (tests, benchmarks); one that cannot run here falls back to float32.
+    ``kernel=None`` chooses :func:`fastest_kernel` where it repays its copy — ``vnni-int8``
+    from :data:`VNNI_MIN_ELEMENTS` and :data:`VNNI_MIN_K` (its copy costs ~5 float32
+    passes and it beat the float32 pass at every size measured from 500×32, k = 20; below,
+    the float32 pass spares the first use its numba import), ``torch-int8`` only from
+    :data:`.scores.INT8_MIN_ELEMENTS` and :data:`.scores.INT8_MIN_K` — else float32. A named
+    kernel is forced (tests, benchmarks); one that cannot run here falls back to float32.
     """
     n, d = (int(v) for v in xt.shape)
     if kernel is None:
         kernel = "float32"
-        if n * d >= INT8_MIN_ELEMENTS and k >= INT8_MIN_K:
-            kernel = fastest_kernel()
+        if n * d >= VNNI_MIN_ELEMENTS and k >= VNNI_MIN_K:
+            fastest = fastest_kernel()
+            if fastest == "vnni-int8" or (n * d >= INT8_MIN_ELEMENTS and k >= INT8_MIN_K):
+                kernel = fastest
     try:
         return _build(kernel, xt, c32, xmax)
     except (ImportError, RuntimeError, TypeError, NotImplementedError):

@@ -114,21 +114,28 @@ def float32_error(
 class Int8Rows:
     """An int8 copy of ``y = x − center`` (per-row bf16 scale, rows padded to 64 bytes) and
     the per-row terms of the int8 scorers' bounds: ``‖y_j − ŷ_j‖`` and ``‖ŷ_j‖`` (doubled,
-    rounded up), with ``ŷ`` the dequantised row. Building it costs ~4 float32 passes."""
+    rounded up), with ``ŷ`` the dequantised row. ``q`` is row-major ``[N, D]``, or with
+    ``rows_per_line=16`` blocked ``[⌈N/16⌉, D/4, 64]`` (16 rows × 4 columns per 64-byte
+    line, zero rows after ``N``). Building it costs about two float32 passes."""
 
-    def __init__(self, x32: np.ndarray, c32: np.ndarray, xmax: float) -> None:
+    def __init__(
+        self, x32: np.ndarray, c32: np.ndarray, xmax: float, rows_per_line: int = 1
+    ) -> None:
         from ._int8_kernels import quantize_rows  # numba: imported on first use
 
         n, d = x32.shape
         self.d, self.xmax = d, xmax
         dpad = -(-d // 64) * 64  # the kernels read 64-byte vectors without a tail loop
-        self.q = torch.zeros((n, dpad), dtype=torch.int8)  # torch-allocated: aligned rows
+        lines = -(-n // rows_per_line)
+        shape = (n, dpad) if rows_per_line == 1 else (lines, dpad // 4, 4 * rows_per_line)
+        self.q = torch.zeros(shape, dtype=torch.int8)  # torch-allocated: 64-byte aligned
+        dest = self.q.numpy().view(np.int32).reshape(lines, dpad // 4, rows_per_line)
         self.sq = np.empty(n, dtype=np.float32)
         self.scales = np.empty(n, dtype=np.float32)
         self.offset = np.empty(n, dtype=np.int64)  # 128·Σ_c q_j[c]
         res = np.empty(n, dtype=np.float32)
         x = np.ascontiguousarray(x32, dtype=np.float32)
-        quantize_rows(x, np.ascontiguousarray(c32, dtype=np.float32), self.q.numpy(),
+        quantize_rows(x, np.ascontiguousarray(c32, dtype=np.float32), dest,
                       self.sq, self.scales, res, self.offset)  # fmt: skip
         g = gamma(d + 2)
         self.g = g
@@ -244,35 +251,36 @@ class VnniScores(Int8Rows):
     """
 
     def __init__(self, x32: np.ndarray, c32: np.ndarray, xmax: float) -> None:
-        from ._int8_kernels import block_sums, herd, int8_scores  # numba: imported on first use
+        from ._int8_kernels import herd, int8_scores, row_sums  # numba: imported on first use
 
-        super().__init__(x32, c32, xmax)
+        super().__init__(x32, c32, xmax, rows_per_line=16)
         n = x32.shape[0]
         self._kernel, self._herd = int8_scores, herd
-        self.qn = self.q.numpy()
+        self.qb = self.q.numpy().reshape(self.q.shape[0], self.q.shape[1], 16, 4)
         self.scale2 = 2 * self.scales.astype(np.float64)
-        self._digits = np.full((2, self.q.shape[1]), 128, dtype=np.uint8)
+        self._digits = np.full((2, 4 * self.q.shape[1]), 128, dtype=np.uint8)
         self._est = np.empty(n, dtype=np.float32)
-        self._check_kernel(block_sums, min(n, 258))  # both paths: 4 rows and single
+        self._check_kernel(row_sums, min(n, 256))
         c64 = c32.astype(np.float64)
         consts = (self.g, self.ymax, self.res2max, self.yh2max, xmax, float(c64 @ c64) ** 0.5)
-        self._arrays = (self.qn, self.offset, self.scale2, self.sq, self.res2, self.yh2,
+        self._arrays = (self.qb, self.offset, self.scale2, self.sq, self.res2, self.yh2,
                         self._digits, self._est, consts)  # fmt: skip
 
-    def _check_kernel(self, block_sums: Any, m: int) -> None:
+    def _check_kernel(self, row_sums: Any, m: int) -> None:
         """Refuse an instruction whose sums differ from numpy's (another CPU, a new LLVM)."""
         digits = np.random.default_rng(0).integers(0, 256, self._digits.shape, dtype=np.uint8)
-        out = np.empty(2 * m, dtype=np.int32)
-        block_sums(self.qn, 0, m, digits[0], digits[1], out)
-        exact = self.qn[:m].astype(np.int64) @ digits.T.astype(np.int64)
-        if not np.array_equal(out.reshape(m, 2), exact):
+        out = np.empty((m, 2), dtype=np.int32)
+        row_sums(self.qb, m, digits[0], digits[1], out)
+        rows = self.qb[: -(-m // 16)].transpose(0, 2, 1, 3).reshape(-1, self._digits.shape[1])
+        exact = rows[:m].astype(np.int64) @ digits.T.astype(np.int64)
+        if not np.array_equal(out, exact):
             raise RuntimeError("the VNNI kernel's integer sums are wrong here")
 
     def scores(self, tp: np.ndarray, tn: float) -> tuple[np.ndarray, float]:
         """``est`` (float32; overwritten by the next call) and ``shift = 0``:
         ``|est_j − σ'_j| ≤ self.err(j)`` (+inf for excluded rows)."""
         an, rest = self._kernel(
-            self.qn, self.offset, tp, self._digits, self.scale2, self.sq, self._est
+            self.qb, self.offset, tp, self._digits, self.scale2, self.sq, self._est
         )
         query = rest + 1e-14 * (an + tn)  # ‖t' − â‖, plus the float64 roundings of the digits
         self._coef = (tn, query, self.common_error(tn, an * (1 + 1e-14), query))
