@@ -2,9 +2,10 @@
 
 Why herding's per-pick cost has the floor it has here: one float32 mat-vec over ``N×d``
 features (numpy, the yardstick of ``tools/bench_selection.py``) against the low-precision
-kernels on offer — torch's weight-only int8 kernel (the one memstore uses) for 1, 2 and 16
+kernels on offer — torch's weight-only int8 kernel (memstore's fallback) for 1, 2 and 16
 queries, fbgemm's dynamically quantized ``Linear`` (and its weight packing), bf16,
-``torch._int_mm``, and int8 passes compiled by numba (what LLVM makes of a plain loop) — plus
+``torch._int_mm``, int8 passes compiled by numba (what LLVM makes of a plain loop) and
+memstore's AVX-512 VNNI pass (the one exact herding uses where the CPU has it) — plus
 torch's float32 mean on numpy- and torch-allocated arrays against memstore's one-pass
 reproduction (the closest-to-center floor) and how often herding's next pick is among the
 current best rows (whether speculating the next picks could batch the passes). Best of
@@ -55,6 +56,19 @@ def numba_passes():
     return f32_query, i8_query
 
 
+def vnni_pass(x: np.ndarray, repeat: int) -> float:
+    """memstore's VNNI first pass (``VnniScores.scores``: the query's two int8 digits, one
+    read of the blocked int8 copy, every row's float32 score); NaN where it cannot run."""
+    from memstore.selection.scores import VnniScores, vnni_usable
+
+    if not vnni_usable(*x.shape):
+        return float("nan")
+    c32 = x.mean(axis=0)
+    scorer = VnniScores(x, c32, float(np.sqrt((x.astype(np.float64) ** 2).sum(axis=1).max())))
+    tp = np.cos(np.arange(x.shape[1]) * 0.3)
+    return best_ms(lambda: scorer.scores(tp, float(np.linalg.norm(tp))), repeat)
+
+
 def best_ms(fn, repeat: int) -> float:
     fn()
     best = float("inf")
@@ -101,6 +115,7 @@ def kernels(n: int, d: int, repeat: int) -> None:
     rows.append(
         ("numba int8 rows x int8 query (int32)", best_ms(lambda: i8_query(qn, a8n, outi), repeat))
     )
+    rows.append(("memstore VNNI pass (two int8 query digits, scores)", vnni_pass(x, repeat)))
     print(f"\nOne pass over N={n} d={d}, best of {repeat} (ms; ratio to the float32 mat-vec)")
     for name, t in rows:
         print(f"  {name:52s} {t:8.3f}  {t / mv:5.2f}x")
