@@ -147,3 +147,19 @@ def test_vnni_is_refused_where_numba_targets_another_cpu(monkeypatch):
 def test_vnni_is_refused_where_int32_sums_could_overflow():
     assert vnni_usable(10, 65_536)  # 65 536 · 255 · 128 < 2^31
     assert not vnni_usable(10, 70_000)
+
+
+@needs_vnni
+def test_the_default_takes_vnni_from_its_threshold():
+    from memstore.selection.kernels import VNNI_MIN_ELEMENTS, VNNI_MIN_K, fastest_kernel
+
+    if fastest_kernel() != "vnni-int8":
+        pytest.skip("the probe found another kernel faster here")
+    rng = np.random.default_rng(6)
+    rows = VNNI_MIN_ELEMENTS // 128
+    x = rng.standard_normal((rows, 128)).astype(np.float32)
+    c32, xt = x.mean(axis=0), torch.from_numpy(x)
+    assert isinstance(make_scores(xt, c32, 30.0, VNNI_MIN_K), VnniScores)
+    assert isinstance(make_scores(xt, c32, 30.0, VNNI_MIN_K - 1), Float32Scores)
+    small = torch.from_numpy(x[: rows - 1])
+    assert isinstance(make_scores(small, c32, 30.0, VNNI_MIN_K), Float32Scores)

@@ -278,10 +278,10 @@ def quantize_rows(x, center, dest, sq, scales, res, offset):
         for c in range(d):
             total += y[c] * y[c]
         y_bits = y.view(np.int32)
-        m = np.int32(0)
+        m = np.int32(0)  # the casts keep numba in int32: 16 lanes, not int64's 8
         for c in range(d):
-            a = y_bits[c] & np.int32(0x7FFFFFFF)
-            m = a if a > m else m
+            a = np.int32(y_bits[c] & np.int32(0x7FFFFFFF))
+            m = np.int32(max(m, a))
         sq[j] = total
         top[0] = m
         top_f[0] = top_f[0] * np.float32(1 / 126.5)
@@ -298,7 +298,7 @@ def quantize_rows(x, center, dest, sq, scales, res, offset):
             r += e * e
             iv = np.int32(v)
             qrow[c] = np.int8(iv)
-            count += iv
+            count = np.int32(count + iv)
         line, lane = j // per_line, j % per_line
         for g in range(words.shape[0]):
             dest[line, g, lane] = words[g]

@@ -300,7 +300,7 @@ class VnniScores(Int8Rows):
         i, m = self._herd(self._arrays, x32, c64, cur32, picks, i, k, limit, self._rows)
         if m == -1:
             return i, None
-        if m == -2:  # no finite bound: every unpicked row
+        if i < k and m < 2:  # no finite bound (or no row under it): every unpicked row
             return i, np.flatnonzero(self.sq < np.inf)
         return i, self._rows[:m].copy()
 
