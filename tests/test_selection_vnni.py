@@ -147,6 +147,9 @@ def test_vnni_is_refused_where_numba_targets_another_cpu(monkeypatch):
 def test_vnni_is_refused_where_int32_sums_could_overflow():
     assert vnni_usable(10, 65_536)  # 65 536 · 255 · 128 < 2^31
     assert not vnni_usable(10, 70_000)
+    assert not vnni_usable(10, 0) and not vnni_usable(0, 8)  # nothing to pass over
+    x = np.zeros((50, 0), dtype=np.float32)
+    assert herding.herding_order(x, 5, kernel="vnni-int8").tolist() == [0, 1, 2, 3, 4]
 
 
 @needs_vnni

@@ -6,10 +6,12 @@ center‖²``; with ``y = x − center`` and ``t' = i·(center − cur)``, ``(i+
 Both exact paths share one core:
 
 * a first pass scores every row (``σ'_j = ‖y_j‖² − 2⟨y_j, t'⟩`` or the same quantity in the
-  frame of ``x``) with a rigorous error bound — :mod:`.scores` (torch's weight-only int8
-  kernel over a centred int8 copy, or one float32 sgemv); :mod:`.kernels` picks the kernel
-  by a measured probe at first use;
-* :func:`near_tie_margin` — the one bound on the reference's own float32 rounding — keeps
+  frame of ``x``) with a rigorous error bound — :mod:`.scores` (AVX-512 VNNI or torch's
+  weight-only int8 kernel over a centred int8 copy, or one float32 sgemv); :mod:`.kernels`
+  picks the kernel by a measured probe at first use;
+* :func:`near_tie_margin` (from :mod:`.rounding`, like :func:`advance_center`: numba
+  compiles the same functions for the VNNI path's fused loop) — the one bound on the
+  reference's own float32 rounding — keeps
   every row that could still be the reference's pick;
 * :func:`reference_pick` settles those candidates with the reference's float32 expression
   (first index on ties) and :func:`advance_center` updates ``cur`` with its arithmetic.
@@ -73,9 +75,11 @@ def herding_order(features: np.ndarray, k: int, *, kernel: str | None = None) ->
     with ``cur`` and ``center`` the reference's own float32 vectors. In exact arithmetic
     ``(i+1)²·D_j = ‖y_j − t'‖²`` with ``y = x − center`` and ``t' = i·(center − cur)``, so:
 
-    1. one first pass over the rows bounds every row's score rigorously — torch's int8
-       kernel or one float32 sgemv (:mod:`.scores`; the kernel by a measured probe at first
-       use, :mod:`.kernels`); never an ``N×d`` temporary;
+    1. one first pass over the rows bounds every row's score rigorously — AVX-512 VNNI,
+       torch's int8 kernel or one float32 sgemv (:mod:`.scores`; the kernel by a measured
+       probe at first use, :mod:`.kernels`); never an ``N×d`` temporary. With VNNI, every
+       pick the bounds decide runs in one compiled loop (:meth:`.scores.VnniScores.herd`),
+       Python only settling near-ties;
     2. rows within the bounds plus the reference's float32 rounding margin
        (:func:`near_tie_margin`) of the best are re-scored exactly (float64);
     3. if several stay within the rounding margin (near-ties, duplicates), the reference's
@@ -86,8 +90,8 @@ def herding_order(features: np.ndarray, k: int, *, kernel: str | None = None) ->
     Args:
         features: ``[N, d]`` array (float32 is used as is; others are converted).
         k: number of picks (at most ``N`` are made).
-        kernel: for tests and benchmarks: force the first pass (``"vnni-int8"``, ``"torch-int8"`` or
-            ``"float32"``; one that cannot run falls back to float32).
+        kernel: for tests and benchmarks: force the first pass (``"vnni-int8"``,
+            ``"torch-int8"`` or ``"float32"``; one that cannot run falls back to float32).
             Default: chosen by size and the probe. The picks are the same whatever it is.
 
     Cost: O(k·N·d) — one pass over an int8 or float32 copy per pick, only the first ``k``

@@ -319,4 +319,4 @@ def vnni_usable(n: int, d: int) -> bool:
         return False  # numba told to target another CPU, or not to compile
     features = llvm.get_host_cpu_features()
     has = all(features.get(f, False) for f in ("avx512f", "avx512bw", "avx512vnni"))
-    return has and -(-d // 64) * 64 * 255 * 128 < 2**31 and n > 0
+    return has and -(-d // 64) * 64 * 255 * 128 < 2**31 and n > 0 and d > 0
