@@ -1,8 +1,9 @@
 """The numba kernel behind :class:`.scores.VnniScores` (imported on first use: numba ~0.3 s).
 
 LLVM does not turn a plain ``uint8 × int8`` loop into AVX-512 VNNI here (it emits widening
-multiplies, ~2× slower), so :func:`dot2` calls ``llvm.x86.avx512.vpdpbusd.512`` itself: 64
-byte products summed into 16 int32 lanes per instruction, exact. Only compiled after the
+multiplies, ~2× slower), so :func:`dot2x16` calls ``llvm.x86.avx512.vpdpbusd.512`` itself:
+64 byte products summed into 16 int32 lanes per instruction, exact. :func:`herd` is the whole
+pick loop, fused, for every pick the bounds decide. Only compiled after the
 caller has checked that this CPU has AVX-512 VNNI and numba targets it (an unsupported
 instruction would stop LLVM, not raise). Compiled once and cached on disk (``cache=True``).
 """
@@ -27,6 +28,7 @@ advance = _jit(rounding.advance_center)
 threshold32 = _jit(rounding.float32_threshold)
 common_error = _jit(rounding.int8_common_error)
 row_error = _jit(rounding.row_error)
+digits_error = _jit(rounding.digits_error)
 
 
 @intrinsic
@@ -213,7 +215,7 @@ def herd(rows, x, c64, cur32, picks, i, k, limit, out):
     per pick the query ``t' = i·(center − cur)``, :func:`int8_scores`, the smallest upper
     bound, the near-tie margin, :func:`finalists`, then the reference's running center.
 
-    ``rows = (q, offset, scale2, sq, res2, yh2, digits, est, consts)`` are an int8 copy's
+    ``rows = (qb, offset, scale2, sq, res2, yh2, digits, est, consts)`` are an int8 copy's
     arrays (:class:`.scores.VnniScores`), ``consts = (g, ymax, res2max, yh2max, xmax, cn)``.
     Returns ``(i, m)``: stopped at pick ``i`` with ``m`` finalists — 0 when ``i == k``, ``m >
     1`` (in ``out[:m]``) when the reference's own expression must decide, -1 when the bound
@@ -231,8 +233,8 @@ def herd(rows, x, c64, cur32, picks, i, k, limit, out):
             cn2 += cur * cur
         tn = np.sqrt(tn2)
         an, rest = int8_scores(qb, offset, tp, digits, scale2, sq, est)
-        query = rest + 1e-14 * (an + tn)  # the float64 roundings of the digits
-        cc = common_error(g, ymax, res2max, yh2max, d, tn, an * (1 + 1e-14), query)
+        query, an_up = digits_error(an, rest, tn)
+        cc = common_error(g, ymax, res2max, yh2max, d, tn, an_up, query)
         j0 = argmin32(est)
         best = np.float64(est[j0]) + row_error(res2[j0], yh2[j0], tn, query, cc)
         if not best < np.inf:

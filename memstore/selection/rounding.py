@@ -18,6 +18,7 @@ __all__ = [
     "float32_threshold",
     "int8_common_error",
     "row_error",
+    "digits_error",
 ]
 
 U32 = 2.0**-24  # unit roundoff of float32
@@ -98,3 +99,10 @@ def row_error(res2: Any, yh2: Any, a: float, b: float, c: float) -> Any:
     """An int8 scorer's bound per row, ``1.01·(res2·a + yh2·b) + c`` with ``(a, b, c) =
     (‖t'‖, ‖t' − query‖, common part)``: rows as arrays (numpy) or one row (numba)."""
     return 1.01 * (res2 * a + yh2 * b) + c
+
+
+def digits_error(an: float, rest: float, tn: float) -> tuple[float, float]:
+    """``(‖t' − â‖, ‖â‖)`` rounded up, from their float64 values for the VNNI scorer's
+    two-digit query ``â`` (``rest``, ``an``): ``1e-14·(‖â‖ + ‖t'‖)`` covers the float64
+    roundings of the digits and of the norms."""
+    return rest + 1e-14 * (an + tn), an * (1 + 1e-14)

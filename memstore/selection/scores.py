@@ -20,7 +20,14 @@ import numpy as np
 import torch
 
 from .readers import row_blocks
-from .rounding import U32, float32_threshold, gamma, int8_common_error, row_error
+from .rounding import (
+    U32,
+    digits_error,
+    float32_threshold,
+    gamma,
+    int8_common_error,
+    row_error,
+)
 
 __all__ = [
     "Float32Scores",
@@ -282,8 +289,8 @@ class VnniScores(Int8Rows):
         an, rest = self._kernel(
             self.qb, self.offset, tp, self._digits, self.scale2, self.sq, self._est
         )
-        query = rest + 1e-14 * (an + tn)  # ‖t' − â‖, plus the float64 roundings of the digits
-        self._coef = (tn, query, self.common_error(tn, an * (1 + 1e-14), query))
+        query, an_up = digits_error(an, rest, tn)
+        self._coef = (tn, query, self.common_error(tn, an_up, query))
         return self._est, 0.0
 
     def herd(
