@@ -166,3 +166,20 @@ def test_the_default_takes_vnni_from_its_threshold():
     assert isinstance(make_scores(xt, c32, 30.0, VNNI_MIN_K - 1), Float32Scores)
     small = torch.from_numpy(x[: rows - 1])
     assert isinstance(make_scores(small, c32, 30.0, VNNI_MIN_K), Float32Scores)
+
+
+@pytest.mark.parametrize("kind", ["vnni-int8", "torch-int8"])
+def test_a_kernel_numba_cannot_build_falls_back_to_float32(monkeypatch, kind):
+    from numba.core.errors import TypingError
+
+    from memstore.selection import _int8_kernels
+
+    def broken(*args):
+        raise TypingError("no such lowering here")
+
+    monkeypatch.setattr(_int8_kernels, "quantize_rows", broken)
+    x = np.random.default_rng(7).standard_normal((300, 64)).astype(np.float32)
+    scorer = make_scores(torch.from_numpy(x), x.mean(axis=0), 30.0, 50, kind)
+    assert isinstance(scorer, Float32Scores)
+    expected = herding_loop(torch.from_numpy(x), 50)
+    assert herding.herding_order(x, 50, kernel=kind).tolist() == expected

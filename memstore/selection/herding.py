@@ -120,11 +120,12 @@ def herding_order(features: np.ndarray, k: int, *, kernel: str | None = None) ->
         scores = make_scores(xt, c32, xmax, k, kernel)
     taken = np.zeros(n, dtype=bool)
     cur32 = np.zeros(d, dtype=np.float32)
+    limit = max(256, n // 16)  # more int8 candidates than this: the bound is too loose here
     i = 0
     while i < k:
         if isinstance(scores, VnniScores):  # every pick the bounds decide, in compiled code
             start = i
-            i, cand = scores.herd(x32, c64, cur32, picks, i, k, max(256, n // 16))
+            i, cand = scores.herd(x32, c64, cur32, picks, i, k, limit)
             taken[picks[start:i]] = True
             if i == k:
                 break
@@ -133,7 +134,7 @@ def herding_order(features: np.ndarray, k: int, *, kernel: str | None = None) ->
             tp = i * (c64 - cur64)
             tn = float(tp @ tp) ** 0.5
             bound = dict(tn=tn, cur_norm=float(cur64 @ cur64) ** 0.5, xmax=xmax, cn=cn, d=d)
-            cand = _screen(scores, x32, taken, c64, tp, bound, i)
+            cand = _screen(scores, x32, taken, c64, tp, bound, i, limit)
         else:
             cand = np.flatnonzero(~taken)  # no usable bound: the reference over all rows
         if cand is None:  # int8 bound too loose here: float32 from now on
@@ -155,7 +156,10 @@ def herding_order(features: np.ndarray, k: int, *, kernel: str | None = None) ->
 def _rescore(
     x32: np.ndarray, cand: np.ndarray, c64: np.ndarray, tp: np.ndarray, margin: float
 ) -> np.ndarray:
-    """The candidates whose float64 score ``‖x − c − t'‖²`` is within ``margin`` of the best."""
+    """The candidates whose float64 score ``‖x − c − t'‖²`` is within ``margin`` of the best.
+
+    The float32 path's step; the int8 scorers do the same inside their numba ``finalists``
+    pass. Kept in numpy so that the float32 fallback runs wherever numba cannot."""
     if len(cand) <= 1:
         return cand
     diff = x32[cand].astype(np.float64)
@@ -173,11 +177,11 @@ def _screen(
     tp: np.ndarray,
     bound: dict[str, Any],
     i: int,
+    limit: int,
 ) -> np.ndarray | None:
     """Candidates from a full first pass (float32 or int8 scores of every row; the scorer
-    scores taken rows +inf); ``None`` when the int8 bound leaves too many rows (the caller
-    switches to float32)."""
-    n = x32.shape[0]
+    scores taken rows +inf); ``None`` when the int8 bound leaves more than ``limit`` rows
+    (the caller switches to float32)."""
     est, shift = scores.scores(tp, bound["tn"])
     j0 = int(np.argmin(est))
     best = float(est[j0]) + float(scores.err(j0))  # ≥ the smallest σ' (− shift)
@@ -186,7 +190,7 @@ def _screen(
     margin = near_tie_margin(i, best + shift, **bound)
     thr = best + margin
     if isinstance(scores, Int8Rows):  # est_j − err_j ≤ best + margin, then float64 scores
-        return scores.finalists(est, thr, x32, c64, tp, margin, max(256, n // 16))
+        return scores.finalists(est, thr, x32, c64, tp, margin, limit)
     cand = np.flatnonzero(est <= float32_threshold(thr + scores.err()))
     return _rescore(x32, cand, c64, tp, margin)
 

@@ -52,15 +52,18 @@ _VERDICT: dict[str, str] = {}  # process-wide: which kernel the probe found fast
 
 def _build(kind: str, xt: torch.Tensor, c32: np.ndarray, xmax: float) -> Scorer:
     x32 = xt.numpy()
-    if kind == "vnni-int8":
-        if not vnni_usable(*x32.shape):
-            raise RuntimeError("AVX-512 VNNI is not available to numba here")
-        return VnniScores(x32, c32, xmax)
-    if kind == "torch-int8":
-        if not int8_kernel_usable(*x32.shape):
-            raise RuntimeError("torch's int8 kernel is not available")
-        return Int8Scores(x32, c32, xmax)
-    return Float32Scores(x32, c32, xmax)
+    if kind == "float32":
+        return Float32Scores(x32, c32, xmax)
+    if kind == "vnni-int8" and not vnni_usable(*x32.shape):
+        raise RuntimeError("AVX-512 VNNI is not available to numba here")
+    if kind == "torch-int8" and not int8_kernel_usable(*x32.shape):
+        raise RuntimeError("torch's int8 kernel is not available")
+    from numba.core.errors import NumbaError  # both int8 copies are built by numba code
+
+    try:
+        return VnniScores(x32, c32, xmax) if kind == "vnni-int8" else Int8Scores(x32, c32, xmax)
+    except NumbaError as err:  # a numba or LLVM that cannot compile the kernels here
+        raise RuntimeError(f"numba cannot build the {kind} kernels here: {err}") from err
 
 
 def _probe_seconds(kind: str, xt: torch.Tensor, c32: np.ndarray, xmax: float) -> float:

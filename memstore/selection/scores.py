@@ -6,7 +6,12 @@ that could still be the reference's pick. The scorers here make that first pass:
 * :class:`Float32Scores` — one float32 sgemv over the features (the fallback, always exact
   enough: its bound is tight);
 * :class:`Int8Scores` — torch's weight-only int8 kernel over a centred int8 copy (private
-  torch API, looked up once, guarded and checked on a probe).
+  torch API, looked up once, guarded and checked on a probe);
+* :class:`VnniScores` — AVX-512 VNNI over a blocked int8 copy, exact integer sums (numba code
+  in :mod:`._int8_kernels`, only where :func:`vnni_usable`), with the whole pick loop fused
+  (:meth:`VnniScores.herd`).
+
+Both int8 scorers share :class:`Int8Rows`, the copy and its per-row bound terms.
 
 :func:`.kernels.make_scores` picks one, by a measured probe at first use
 (:func:`.kernels.fastest_kernel`), overridable for tests and benchmarks.
@@ -154,7 +159,7 @@ class Int8Rows:
         self.ymax = float(self.sq.max() * (1 + g)) ** 0.5 * (1 + U32)
         self.res2max = float(self.res2.max())
         self.yh2max = float(self.yh2.max())
-        self._rows: np.ndarray | None = None  # the finalists' buffer, made on first use
+        self._rows = np.empty(n, dtype=np.int64)  # the finalists' buffer
 
     def exclude(self, rows: Any) -> None:
         """Score ``rows`` +inf from now on (picked rows): ``‖y‖²`` of them becomes +inf."""
@@ -182,8 +187,6 @@ class Int8Rows:
         of ``est`` and the bound terms, then ``d`` float64 products per survivor."""
         from ._int8_kernels import finalists
 
-        if self._rows is None:
-            self._rows = np.empty(len(est), dtype=np.int64)
         pre = float32_threshold(thr + self.err())
         m = finalists(est, self.res2, self.yh2, self._coef, thr, pre, x32, c64, tp, margin,
                       limit, self._rows)  # fmt: skip
@@ -302,8 +305,6 @@ class VnniScores(Int8Rows):
         :func:`.herding.herding_order`, with no Python between picks. Returns ``(i, rows)``:
         the pick it stopped at and the rows the reference's expression must settle (empty
         when ``i == k``), or ``None`` when more than ``limit`` rows pass the bound."""
-        if self._rows is None:
-            self._rows = np.empty(len(self.sq), dtype=np.int64)
         i, m = self._herd(self._arrays, x32, c64, cur32, picks, i, k, limit, self._rows)
         if m == -1:
             return i, None
