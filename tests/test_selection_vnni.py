@@ -51,7 +51,7 @@ def test_vnni_sums_are_exact_at_the_extremes(d, rows):
     a = rng.integers(0, 256, d, dtype=np.uint8)
     b = np.full(d, 255, dtype=np.uint8)
     out = np.full((rows + 1, 2), -1, dtype=np.int32)
-    row_sums(_blocked(q), rows, a, b, out)
+    row_sums(_blocked(q), rows, np.stack([a, b]), out)
     expected = q.astype(np.int64) @ np.stack([a, b]).T.astype(np.int64)
     assert np.array_equal(out[:rows], expected)
     assert out[rows - 1, 1] == -127 * 255 * d

@@ -99,7 +99,8 @@ def screen_used(features: np.ndarray, k: int) -> str:
     xmax = float(np.sqrt(np.einsum("ij,ij->i", features, features).max())) * 1.001
     scorer = make_scores(xt, c32, xmax, k)
     names = {Float32Scores: "float32", Int8Scores: "torch-int8", VnniScores: "vnni-int8"}
-    return names.get(type(scorer), type(scorer).__name__)
+    name = names.get(type(scorer), type(scorer).__name__)
+    return f"{name}+{scorer.look_ahead}" if getattr(scorer, "look_ahead", 0) else name
 
 
 def matvec_time(features: np.ndarray, repeat: int) -> float:
@@ -314,7 +315,7 @@ def ms(seconds: float) -> str:
 def print_tables(herding: list[HerdingRow], closest: list[ClosestRow]) -> None:
     print("\nHerding — reference loop (float32 torch) vs memstore exact herding, k picks")
     head = (
-        f"{'data':<6}{'N':>7}{'d':>5}{'k':>5} {'pass':<8}{'ref@k ms':>11}{'ours@k ms':>11}"
+        f"{'data':<6}{'N':>7}{'d':>5}{'k':>5} {'pass':<12}{'ref@k ms':>11}{'ours@k ms':>11}"
         f"{'ratio':>8}{'ref/pick':>10}{'ours/pick':>10}{'ref full ms':>14}{'ratio':>9}"
         f"{'ours full ms':>14}  identical@k  identical full"
     )
@@ -324,7 +325,7 @@ def print_tables(herding: list[HerdingRow], closest: list[ClosestRow]) -> None:
         full = ms(r.ref_full) + ("" if r.full_measured else "*")
         checked = "all" if r.full_measured else f"{r.full_checked} spread"
         print(
-            f"{r.data:<6}{r.n:>7}{r.d:>5}{r.k:>5} {r.screen:<8}{ms(r.ref_k):>11}"
+            f"{r.data:<6}{r.n:>7}{r.d:>5}{r.k:>5} {r.screen:<12}{ms(r.ref_k):>11}"
             f"{ms(r.ours_k):>11}{r.ref_k / r.ours_k:>7.1f}x{r.ref_k / r.k * 1e3:>10.3f}"
             f"{r.ours_k / r.k * 1e3:>10.3f}{full:>14}{r.ref_full / r.ours_k:>8.0f}x"
             f"{ms(r.ours_full):>14}  {str(r.same_k):<11}  {r.same_full} ({checked})"
@@ -339,7 +340,7 @@ def print_tables(herding: list[HerdingRow], closest: list[ClosestRow]) -> None:
     for r in herding:
         mv = MATVEC[(r.data, r.n, r.d)]
         print(
-            f"{r.data:<6}{r.n:>7}{r.d:>5}{r.k:>5} {r.screen:<8} mat-vec {mv * 1e3:.3f} ms, "
+            f"{r.data:<6}{r.n:>7}{r.d:>5}{r.k:>5} {r.screen:<12} mat-vec {mv * 1e3:.3f} ms, "
             f"ours/pick {r.ours_k / r.k * 1e3:.3f} ms = {r.ours_k / r.k / mv:.2f}x mat-vec"
         )
     print("\nClosestToCenter — reference (distances + argsort) vs memstore (top-k, stable)")

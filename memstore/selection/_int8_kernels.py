@@ -1,25 +1,19 @@
-"""The numba kernel behind :class:`.scores.VnniScores` (imported on first use: numba ~0.3 s).
+"""The numba kernels behind :class:`.scores.VnniScores` (imported on first use: numba ~0.3 s).
 
-LLVM does not turn a plain ``uint8 × int8`` loop into AVX-512 VNNI here (it emits widening
-multiplies, ~2× slower), so :func:`dot2x16` calls ``llvm.x86.avx512.vpdpbusd.512`` itself:
-64 byte products summed into 16 int32 lanes per instruction, exact. :func:`herd` is the whole
-pick loop, fused, for every pick the bounds decide. Only compiled after the
-caller has checked that this CPU has AVX-512 VNNI and numba targets it (an unsupported
-instruction would stop LLVM, not raise). Compiled once and cached on disk (``cache=True``).
+:func:`int8_pass` reads the blocked int8 copy once with the VNNI instruction of
+:mod:`._vnni_dot` (exact int32 sums of 2 or 6 digit rows); :func:`herd` is the whole pick
+loop, fused, for every pick the bounds decide, with the look-ahead columns that let one pass
+decide several. Only compiled after the caller has checked that this CPU has AVX-512 VNNI and
+numba targets it (an unsupported instruction would stop LLVM, not raise). Compiled once and
+cached on disk (``cache=True``); numba keys that cache on this file alone, so after editing
+:mod:`.rounding` or :mod:`._vnni_dot` in a checkout, delete ``__pycache__/_int8_kernels*.nb*``.
 """
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
 from . import rounding
-
-_I32 = ir.IntType(32)
-_I64 = ir.IntType(64)
-_V16 = ir.VectorType(_I32, 16)  # one 64-byte register
+from ._vnni_dot import dot2x16, dot6x16
 
 # The reference's arithmetic and the bounds, compiled from the functions herding calls.
 _jit = numba.njit(cache=True, nogil=True)
@@ -29,79 +23,32 @@ threshold32 = _jit(rounding.float32_threshold)
 common_error = _jit(rounding.int8_common_error)
 row_error = _jit(rounding.row_error)
 digits_error = _jit(rounding.digits_error)
-
-
-@intrinsic
-def dot2x16(typingctx, qb, block, a, b, out):
-    """Rows ``16·block … +15`` of the blocked copy ``qb`` (int8 ``[B, D/4, 16, 4]``: for every
-    four columns, 16 rows × 4 bytes in one 64-byte line) against the digits ``a``, ``b``
-    (uint8 ``[D]``): ``out[0:16] = a·row``, ``out[16:32] = b·row`` (int32, exact). Each
-    ``vpdpbusd`` takes four digits broadcast to all lanes and one line: every lane is a
-    row, so no horizontal sum is needed."""
-    sig = types.void(qb, block, a, b, out)
-
-    def codegen(context, builder, signature, args):
-        qb_ty, _, a_ty, b_ty, out_ty = signature.args
-        qa = context.make_array(qb_ty)(context, builder, args[0])
-        groups = cgutils.unpack_tuple(builder, qa.shape, 4)[1]
-        block_at = builder.add(
-            builder.ptrtoint(qa.data, _I64),
-            builder.mul(args[1], cgutils.unpack_tuple(builder, qa.strides, 4)[0]),
-        )
-        digit_at = [
-            builder.ptrtoint(context.make_array(ty)(context, builder, v).data, _I64)
-            for ty, v in ((a_ty, args[2]), (b_ty, args[3]))
-        ]
-        dp = cgutils.get_or_insert_function(
-            builder.module,
-            ir.FunctionType(_V16, [_V16, _V16, _V16]),
-            "llvm.x86.avx512.vpdpbusd.512",
-        )
-        # Four accumulators per digit: consecutive vpdpbusd on one register would wait for
-        # each other's latency (~5 cycles); groups g, g+1, g+2, g+3 go to different ones.
-        accs = [cgutils.alloca_once_value(builder, ir.Constant(_V16, None)) for _ in range(8)]
-        splat = ir.Constant(_V16, [0] * 16)
-        four_groups = builder.udiv(groups, ir.Constant(groups.type, 4))  # D/4 is a multiple of 16
-        with cgutils.for_range(builder, four_groups) as loop:
-            for u in range(4):
-                g = builder.add(builder.mul(loop.index, ir.Constant(_I64, 4)), ir.Constant(_I64, u))
-                line_at = builder.add(block_at, builder.mul(g, ir.Constant(_I64, 64)))
-                line = builder.load(builder.inttoptr(line_at, _V16.as_pointer()), align=1)
-                for k in range(2):
-                    word_at = builder.add(digit_at[k], builder.mul(g, ir.Constant(_I64, 4)))
-                    word = builder.load(builder.inttoptr(word_at, _I32.as_pointer()), align=1)
-                    four = builder.insert_element(
-                        ir.Constant(_V16, None), word, ir.Constant(_I32, 0)
-                    )
-                    four = builder.shuffle_vector(four, four, splat)
-                    acc = accs[4 * k + u]
-                    builder.store(builder.call(dp, [builder.load(acc), four, line]), acc)
-        totals = []
-        for k in range(2):
-            parts = [builder.load(accs[4 * k + u]) for u in range(4)]
-            totals.append(
-                builder.add(builder.add(parts[0], parts[1]), builder.add(parts[2], parts[3]))
-            )
-        oa = context.make_array(out_ty)(context, builder, args[4])
-        out_at = builder.ptrtoint(oa.data, _I64)
-        for k in range(2):
-            at = builder.add(out_at, ir.Constant(_I64, 64 * k))
-            builder.store(totals[k], builder.inttoptr(at, _V16.as_pointer()), align=4)
-        return context.get_dummy_value()
-
-    return sig, codegen
+ahead_error = _jit(rounding.ahead_error)
 
 
 @numba.njit(cache=True, nogil=True)
-def row_sums(qb, n, a, b, out):
-    """``out[j] = (a·row_j, b·row_j)`` (int32) for the first ``n`` rows of the blocked copy,
-    by :func:`dot2x16`: the exact integer pass, for the check against numpy."""
-    sums = np.empty(32, dtype=np.int32)
-    for block in range(-(-n // 16)):
-        dot2x16(qb, block, a, b, sums)
-        for r in range(min(16, n - 16 * block)):
-            out[16 * block + r, 0] = sums[r]
-            out[16 * block + r, 1] = sums[16 + r]
+def int8_pass(qb, digits, offset, sums):
+    """``sums[c, j] = digits[c]·q_j − offset_j`` (int32, exact) for every row of the blocked
+    copy and the 2 or 6 digit rows: one read of the int8 rows (:mod:`._vnni_dot`)."""
+    if digits.shape[0] == 6:
+        for block in range(qb.shape[0]):
+            dot6x16(qb, block, digits, offset, sums)
+    else:
+        for block in range(qb.shape[0]):
+            dot2x16(qb, block, digits, offset, sums)
+
+
+@numba.njit(cache=True, nogil=True)
+def row_sums(qb, n, digits, out):
+    """``out[j] = digits·row_j`` (int32, ``[n, K]``) for the first ``n`` rows of the blocked
+    copy, by :func:`int8_pass` with a zero offset: the exact integer pass, for the check
+    against numpy."""
+    blocks = -(-n // 16)  # only the blocks that hold the first n rows
+    sums = np.empty((digits.shape[0], 16 * blocks), dtype=np.int32)
+    int8_pass(qb[:blocks], digits, np.zeros(16 * blocks, dtype=np.int32), sums)
+    for j in range(n):
+        for c in range(digits.shape[0]):
+            out[j, c] = sums[c, j]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -131,23 +78,21 @@ def query_digits(tp, digits):
 
 
 @numba.njit(cache=True, nogil=True)
-def int8_scores(qb, offset, tp, digits, scale2, sq, est):
-    """The query ``tp`` as two digits (:func:`query_digits`), then ``est_j = sq_j −
-    scale2_j·(s_a·(a·q_j − offset_j) + s_b·(b·q_j − offset_j))`` (float64 arithmetic, stored
-    float32) for every row. ``offset_j = 128·Σ_c q_j[c]`` removes the digits' +128 shift
-    exactly. Returns ``(‖â‖, ‖t' − â‖)``. Cost: one read of the int8 rows."""
+def estimates(sa, sb, s_a, s_b, sq, scale2, est):
+    """``est_j = sq_j − scale2_j·(s_a·sa_j + s_b·sb_j)`` (float64 arithmetic, stored float32)
+    for every (padded) row: the two digits' exact sums as a score. Vectorised."""
+    for j in range(est.shape[0]):
+        est[j] = sq[j] - scale2[j] * (s_a * np.float64(sa[j]) + s_b * np.float64(sb[j]))
+
+
+@numba.njit(cache=True, nogil=True)
+def int8_scores(qb, offset, tp, digits, scale2, sq, sums, est):
+    """The query ``tp`` as two digits (:func:`query_digits`), :func:`int8_pass`, then
+    :func:`estimates` for every row. ``offset_j = 128·Σ_c q_j[c]`` removes the digits' +128
+    shift exactly. Returns ``(‖â‖, ‖t' − â‖)``. Cost: one read of the int8 rows."""
     s_a, s_b, an, rest = query_digits(tp, digits)
-    a, b = digits[0], digits[1]
-    n = sq.shape[0]
-    sums = np.empty(32, dtype=np.int32)  # [16 rows·a, 16 rows·b] of one block
-    for block in range(qb.shape[0]):
-        dot2x16(qb, block, a, b, sums)
-        start = 16 * block
-        for r in range(min(16, n - start)):  # vectorised across the block's rows
-            j = start + r
-            da = np.int64(sums[r]) - offset[j]
-            db = np.int64(sums[16 + r]) - offset[j]
-            est[j] = sq[j] - scale2[j] * (s_a * da + s_b * db)
+    int8_pass(qb, digits, offset, sums)
+    estimates(sums[0], sums[1], s_a, s_b, sq, scale2, est)
     return an, rest
 
 
@@ -210,47 +155,148 @@ def finalists(est, res2, yh2, coef, thr, pre, x, center, tp, margin, limit, out)
 
 
 @numba.njit(cache=True, nogil=True)
+def smallest_rows(est, out):
+    """The ``len(out)`` rows of smallest ``est`` into ``out`` (ascending; row 0 fills the
+    slots when fewer are finite). Cost: one vectorised read of ``est``, a few insertions."""
+    count = out.shape[0]
+    low = np.full(count, np.inf, dtype=np.float32)
+    out[:] = 0
+    n = est.shape[0]
+    for start in range(0, n, 64):  # a vectorised count first: most blocks hold no new row
+        stop = min(n, start + 64)
+        worst, hits = low[count - 1], 0
+        for j in range(start, stop):
+            hits += est[j] < worst
+        if hits == 0:
+            continue
+        for j in range(start, stop):
+            v = est[j]
+            if v < low[count - 1]:
+                at = count - 1
+                while at > 0 and low[at - 1] > v:
+                    low[at], out[at] = low[at - 1], out[at - 1]
+                    at -= 1
+                low[at], out[at] = v, j
+
+
+@numba.njit(cache=True, nogil=True)
+def ahead_digits(qb, scale2, rows, digits, norms):
+    """Rows ``rows`` of the int8 copy as digit rows ``2, 3, …`` (``q + 128``, uint8) and
+    ``norms[m] >= ‖ŷ‖ = s·‖q‖`` of each: the look-ahead columns of the next pass."""
+    for m in range(rows.shape[0]):
+        r = rows[m]
+        block, lane = r // 16, r % 16
+        total = 0
+        for g in range(qb.shape[1]):
+            for t in range(4):
+                v = np.int32(qb[block, g, lane, t])
+                digits[2 + m, 4 * g + t] = np.uint8(v + 128)
+                total += v * v
+        norms[m] = 0.5 * scale2[r] * np.sqrt(np.float64(total)) * (1 + 1e-15)
+
+
+@numba.njit(cache=True, nogil=True)
+def add_column(est, column, scale2, s_p):
+    """``est_j += scale2_j·s_p·column_j`` (float64, stored float32): ``2⟨ŷ_j, ŷ_p⟩`` from a
+    look-ahead column, exact before the roundings (8-bit scales × a 31-bit integer)."""
+    for j in range(est.shape[0]):
+        est[j] = np.float64(est[j]) + scale2[j] * s_p * np.float64(column[j])
+
+
+@numba.njit(cache=True, nogil=True)
+def moved_query(tp, tq, cur32, c64, i, s_p, digit_row):
+    """``tq = i·(center − cur)`` (float64), the query of pick ``i``, after the pick of row
+    ``p`` (``ŷ_p = s_p·(digit_row − 128)``) moved it from ``tp``. Returns ``(‖tq‖, dn)``,
+    ``dn >= ‖δ‖`` for ``tq = tp − ŷ_p + δ`` (δ: the float32 running center's rounding and
+    ``p``'s int8 residual), float64 rounding included."""
+    d = tp.shape[0]
+    tn2, dn2, tn_old2, yn2 = 0.0, 0.0, 0.0, 0.0
+    for c in range(d):
+        tq[c] = i * (c64[c] - np.float64(cur32[c]))
+        yh = s_p * (np.float64(digit_row[c]) - 128.0)  # exact: bf16 × 8-bit integer
+        delta = tq[c] - (tp[c] - yh)
+        tn2 += tq[c] * tq[c]
+        dn2 += delta * delta
+        tn_old2 += tp[c] * tp[c]
+        yn2 += yh * yh
+    sizes = np.sqrt(tn2) + np.sqrt(tn_old2) + np.sqrt(yn2)
+    dn = np.sqrt(dn2) * (1 + 4 * (d + 4) * 2.0**-53) + 1e-14 * sizes  # sums, two subtractions
+    return np.sqrt(tn2), dn
+
+
+@numba.njit(cache=True, nogil=True)
 def herd(rows, x, c64, cur32, picks, i, k, limit, out):
     """Herding picks ``i, i+1, …`` fused in one loop while the bounds alone decide each:
-    per pick the query ``t' = i·(center − cur)``, :func:`int8_scores`, the smallest upper
+    per pass the query ``t' = i·(center − cur)``, :func:`int8_scores`, the smallest upper
     bound, the near-tie margin, :func:`finalists`, then the reference's running center.
 
-    ``rows = (qb, offset, scale2, sq, res2, yh2, digits, est, consts)`` are an int8 copy's
-    arrays (:class:`.scores.VnniScores`), ``consts = (g, ymax, res2max, yh2max, xmax, cn)``.
-    Returns ``(i, m)``: stopped at pick ``i`` with ``m`` finalists — 0 when ``i == k``, ``m >
-    1`` (in ``out[:m]``) when the reference's own expression must decide, -1 when the bound
-    leaves more than ``limit`` rows, -2 when no row has a finite bound."""
-    qb, offset, scale2, sq, res2, yh2, digits, est, consts = rows
-    g, ymax, res2max, yh2max, xmax, cn = consts
-    d = x.shape[1]
-    tp = np.empty(d)
+    With six digit rows the pass also computes the columns ``⟨q_j, q_c⟩`` of the four rows
+    of smallest score before it (:func:`smallest_rows`; the next pick about half the time at
+    d = 512): if pick ``p`` is one of them, ``t'`` moves by ``−ŷ_p + δ``
+    (:func:`moved_query`) and the next scores follow from the column without a pass
+    (:func:`add_column`, the bound from :func:`.rounding.ahead_error`); at most ``chain``
+    picks per pass.
+
+    ``rows = (qb, offset, scale2, sq, res2, yh2, digits, sums, est, ahead, norms, consts)``
+    are an int8 copy's arrays (:class:`.scores.VnniScores`), ``consts = (g, ymax, res2max,
+    yh2max, xmax, cn, chain)``. Returns ``(i, m, passes)``: stopped at pick ``i`` with ``m``
+    finalists — 0 when ``i == k``, ``m > 1`` (in ``out[:m]``) when the reference's own
+    expression must decide, -1 when the bound of a pass leaves more than ``limit`` rows, -2
+    when no row has a finite bound — and how many passes it made."""
+    qb, offset, scale2, sq, res2, yh2, digits, sums, est, ahead, norms, consts = rows
+    g, ymax, res2max, yh2max, xmax, cn, chain = consts
+    n, d = x.shape
+    scores = est[:n]
+    tp, tq = np.empty(d), np.empty(d)  # the query of this pick, of the next
+    passes = 0
     while i < k:
-        tn2, cn2 = 0.0, 0.0
+        passes += 1
+        if ahead.shape[0] > 0:
+            smallest_rows(scores, ahead)
+            ahead_digits(qb, scale2, ahead, digits, norms)
+        tn2 = 0.0
         for c in range(d):
-            cur = np.float64(cur32[c])
-            tp[c] = i * (c64[c] - cur)
+            tp[c] = i * (c64[c] - np.float64(cur32[c]))
             tn2 += tp[c] * tp[c]
-            cn2 += cur * cur
         tn = np.sqrt(tn2)
-        an, rest = int8_scores(qb, offset, tp, digits, scale2, sq, est)
+        an, rest = int8_scores(qb, offset, tp, digits, scale2, sq, sums, est)
         query, an_up = digits_error(an, rest, tn)
-        cc = common_error(g, ymax, res2max, yh2max, d, tn, an_up, query)
-        j0 = argmin32(est)
-        best = np.float64(est[j0]) + row_error(res2[j0], yh2[j0], tn, query, cc)
-        if not best < np.inf:
-            return i, -2
-        margin = margin_of(i, best, tn, np.sqrt(cn2), xmax, cn, d)
-        thr = best + margin
-        pre = threshold32(thr + row_error(res2max, yh2max, tn, query, cc))
-        m = finalists(est, res2, yh2, (tn, query, cc), thr, pre, x, c64, tp, margin, limit, out)
-        if m != 1:
-            return i, m
-        p = out[0]
-        picks[i] = p
-        sq[p] = np.inf
-        advance(cur32, x[p], i)
-        i += 1
-    return i, 0
+        coef = (tn, query, common_error(g, ymax, res2max, yh2max, d, tn, an_up, query))
+        for step in range(chain):
+            cn2 = 0.0
+            for c in range(d):
+                cn2 += np.float64(cur32[c]) * np.float64(cur32[c])
+            j0 = argmin32(scores)
+            best = np.float64(scores[j0]) + row_error(res2[j0], yh2[j0], coef[0], coef[1], coef[2])
+            if not best < np.inf:
+                return i, -2, passes
+            margin = margin_of(i, best, tn, np.sqrt(cn2), xmax, cn, d)
+            thr = best + margin
+            pre = threshold32(thr + row_error(res2max, yh2max, coef[0], coef[1], coef[2]))
+            m = finalists(scores, res2, yh2, coef, thr, pre, x, c64, tp, margin, limit, out)
+            if m == -1 and step > 0:
+                break  # a look-ahead bound too loose: a fresh pass
+            if m != 1:
+                return i, m, passes
+            p = out[0]
+            picks[i] = p
+            sq[p] = np.inf
+            est[p] = np.inf
+            advance(cur32, x[p], i)
+            i += 1
+            slot = -1
+            for s in range(ahead.shape[0] - 1, -1, -1):
+                slot = s if ahead[s] == p else slot
+            if i == k or slot < 0:
+                break
+            # the scores of pick i from the column of p, no pass: t' moves by −ŷ_p + δ
+            s_p = 0.5 * scale2[p]
+            tn_new, dn = moved_query(tp, tq, cur32, c64, i, s_p, digits[2 + slot])
+            add_column(est, sums[2 + slot], scale2, s_p)
+            coef = ahead_error(coef, norms[slot], dn, tn_new, ymax, res2max, yh2max)
+            tp[:] = tq
+            tn = tn_new
+    return i, 0, passes
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nnan", "ninf", "nsz"})
@@ -262,7 +308,7 @@ def quantize_rows(x, center, dest, sq, scales, res, offset):
 
     ``q_j`` goes four bytes at a time into ``dest`` (int32 ``[⌈N/R⌉, D/4, R]``, zero-filled,
     ``D`` a multiple of 64) at ``[j // R, ·, j % R]``: ``R = 1`` is the row-major copy torch's
-    kernel reads, ``R = 16`` the blocked one of :func:`dot2x16`.
+    kernel reads, ``R = 16`` the blocked one of :mod:`._vnni_dot`.
 
     Sums may be reordered (vectorised) and fused: the callers' bounds hold for any order. The
     features are finite (the callers check their norm), so no NaN or inf reaches here."""

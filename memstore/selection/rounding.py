@@ -19,6 +19,7 @@ __all__ = [
     "int8_common_error",
     "row_error",
     "digits_error",
+    "ahead_error",
 ]
 
 U32 = 2.0**-24  # unit roundoff of float32
@@ -106,3 +107,20 @@ def digits_error(an: float, rest: float, tn: float) -> tuple[float, float]:
     two-digit query ``â`` (``rest``, ``an``): ``1e-14·(‖â‖ + ‖t'‖)`` covers the float64
     roundings of the digits and of the norms."""
     return rest + 1e-14 * (an + tn), an * (1 + 1e-14)
+
+
+def ahead_error(
+    coef: tuple[float, float, float], yn: float, dn: float, tn: float, ym: float,
+    res2max: float, yh2max: float,
+) -> tuple[float, float, float]:  # fmt: skip
+    """The :func:`row_error` coefficients after scores moved by a look-ahead column.
+
+    ``est_j += 2⟨ŷ_j, ŷ_p⟩`` (exact) follows ``σ'_j`` when ``t'`` moves to ``t' − ŷ_p + δ``
+    up to ``2⟨y_j − ŷ_j, ŷ_p⟩ − 2⟨y_j, δ⟩``: at most ``res2_j·yn + yh2_j·dn`` (``yn >=
+    ‖ŷ_p‖``, ``dn >= ‖δ‖``), so ``a += yn``, ``b += dn``; ``c`` gains the new float32 store
+    (scores now at most ``ym² + 2·ym·tn`` plus the bound, ``tn = ‖t'‖`` after the move) and
+    ``t'`` itself (float64)."""
+    a, b = coef[0] + yn, coef[1] + dn
+    worst = 1.01 * (res2max * a + yh2max * b) + coef[2]  # row_error, inline: numba compiles this
+    size = ym * ym + 2 * ym * tn + worst
+    return a, b, coef[2] + 2.02 * U32 * size + 1e-14 * ym * tn

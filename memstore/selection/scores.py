@@ -19,6 +19,7 @@ Both int8 scorers share :class:`Int8Rows`, the copy and its per-row bound terms.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,10 @@ _INT8_KERNEL = getattr(torch, "_weight_int8pack_mm", None)  # shape: allow priva
 _UBF16 = 2.0**-8  # unit roundoff of bfloat16
 INT8_MIN_ELEMENTS = 1 << 21  # below ~8 MiB of features a float32 pass is cache-resident
 INT8_MIN_K = 64  # building the int8 copy costs ~25 float32 passes; worth it from here
+CHAIN = 4  # VNNI look-ahead: at most this many picks per pass (the bound grows with each)
+AHEAD_MIN_BYTES = 1 << 21  # smaller int8 copies stay in a core's cache: the pass computes
+AHEAD_COST = 1.25  # look ahead if the wider pass costs at most this much more
+_AHEAD_VERDICT: dict[int, bool] = {}  # process-wide: int8 copy size class → look ahead
 
 
 # -- first-pass scores (in RAM) ---------------------------------------------------------------
@@ -142,9 +147,15 @@ class Int8Rows:
         shape = (n, dpad) if rows_per_line == 1 else (lines, dpad // 4, 4 * rows_per_line)
         self.q = torch.zeros(shape, dtype=torch.int8)  # torch-allocated: 64-byte aligned
         dest = self.q.numpy().view(np.int32).reshape(lines, dpad // 4, rows_per_line)
-        self.sq = np.empty(n, dtype=np.float32)
-        self.scales = np.empty(n, dtype=np.float32)
-        self.offset = np.empty(n, dtype=np.int64)  # 128·Σ_c q_j[c]
+        # Whole lines of rows, the padding rows never scored (‖y‖² = +inf); sq, scales and
+        # offset are views of the first n.
+        rows = lines * rows_per_line
+        wide = dpad * 128 * 127 >= 2**31  # else 128·Σ_c q_j[c] fits int32 (what VNNI adds to)
+        self.padded_sq = np.full(rows, np.inf, dtype=np.float32)
+        self.padded_scales = np.ones(rows, dtype=np.float32)
+        self.padded_offset = np.zeros(rows, dtype=np.int64 if wide else np.int32)
+        self.sq, self.scales = self.padded_sq[:n], self.padded_scales[:n]
+        self.offset = self.padded_offset[:n]
         res = np.empty(n, dtype=np.float32)
         x = np.ascontiguousarray(x32, dtype=np.float32)
         quantize_rows(x, np.ascontiguousarray(c32, dtype=np.float32), dest,
@@ -260,41 +271,71 @@ class VnniScores(Int8Rows):
     integer products on a sample before use.
     """
 
-    def __init__(self, x32: np.ndarray, c32: np.ndarray, xmax: float) -> None:
-        from ._int8_kernels import herd, int8_scores, row_sums  # numba: imported on first use
+    def __init__(
+        self, x32: np.ndarray, c32: np.ndarray, xmax: float, ahead: bool | None = None
+    ) -> None:
+        from ._int8_kernels import herd, int8_pass, int8_scores, row_sums  # numba: on first use
 
         super().__init__(x32, c32, xmax, rows_per_line=16)
         n = x32.shape[0]
         self._kernel, self._herd = int8_scores, herd
         self.qb = self.q.numpy().reshape(self.q.shape[0], self.q.shape[1], 16, 4)
-        self.scale2 = 2 * self.scales.astype(np.float64)
-        self._digits = np.full((2, 4 * self.q.shape[1]), 128, dtype=np.uint8)
-        self._est = np.empty(n, dtype=np.float32)
+        self.scale2 = 2 * self.padded_scales.astype(np.float64)
+        self._est = self.padded_sq.copy()  # the look-ahead's first guess: smallest ‖y‖²
+        self._digits = np.full((6, 4 * self.q.shape[1]), 128, dtype=np.uint8)
+        self._sums = np.empty((6, self._est.shape[0]), dtype=np.int32)
         self._check_kernel(row_sums, min(n, 256))
+        if ahead is None:  # measured once per size class (a power of two) and process
+            size = self.q.numel()
+            if size >= AHEAD_MIN_BYTES and size.bit_length() not in _AHEAD_VERDICT:
+                _AHEAD_VERDICT[size.bit_length()] = self._ahead_rides_free(int8_pass)
+            ahead = size >= AHEAD_MIN_BYTES and _AHEAD_VERDICT[size.bit_length()]
+        if not ahead:
+            self._digits, self._sums = self._digits[:2], self._sums[:2]
+        self._ahead = np.zeros(self._digits.shape[0] - 2, dtype=np.int64)
+        self.look_ahead = self._ahead.shape[0]  # rows per pass whose columns it computes
+        self._norms = np.zeros(self._ahead.shape[0])
+        self.passes = 0  # full passes over the rows so far (fewer than picks: look-ahead)
         c64 = c32.astype(np.float64)
-        consts = (self.g, self.ymax, self.res2max, self.yh2max, xmax, float(c64 @ c64) ** 0.5)
-        self._arrays = (self.qb, self.offset, self.scale2, self.sq, self.res2, self.yh2,
-                        self._digits, self._est, consts)  # fmt: skip
+        consts = (self.g, self.ymax, self.res2max, self.yh2max, xmax, float(c64 @ c64) ** 0.5,
+                  CHAIN if ahead else 1)  # fmt: skip
+        self._arrays = (self.qb, self.padded_offset, self.scale2, self.padded_sq, self.res2,
+                        self.yh2, self._digits, self._sums, self._est, self._ahead,
+                        self._norms, consts)  # fmt: skip
 
     def _check_kernel(self, row_sums: Any, m: int) -> None:
-        """Refuse an instruction whose sums differ from numpy's (another CPU, a new LLVM)."""
-        digits = np.random.default_rng(0).integers(0, 256, self._digits.shape, dtype=np.uint8)
-        out = np.empty((m, 2), dtype=np.int32)
-        row_sums(self.qb, m, digits[0], digits[1], out)
-        rows = self.qb[: -(-m // 16)].transpose(0, 2, 1, 3).reshape(-1, self._digits.shape[1])
-        exact = rows[:m].astype(np.int64) @ digits.T.astype(np.int64)
-        if not np.array_equal(out, exact):
-            raise RuntimeError("the VNNI kernel's integer sums are wrong here")
+        """Refuse an instruction whose sums differ from numpy's (another CPU, a new LLVM):
+        both widths of the pass (2 and 6 digit rows)."""
+        shape = (6, self._digits.shape[1])
+        digits = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+        rows = self.qb[: -(-m // 16)].transpose(0, 2, 1, 3).reshape(-1, shape[1])
+        # float64 products and sums of these integers are exact: |sum| <= 127·255·D < 2^53
+        exact = rows[:m].astype(np.float64) @ digits.T.astype(np.float64)
+        for width in (2, 6):
+            out = np.empty((m, width), dtype=np.int32)
+            row_sums(self.qb, m, digits[:width], out)
+            if not np.array_equal(out, exact[:, :width]):
+                raise RuntimeError("the VNNI kernel's integer sums are wrong here")
+
+    def _ahead_rides_free(self, int8_pass: Any) -> bool:
+        """Whether the four look-ahead columns cost little here (measured: best of three
+        passes each way). They do where the pass waits on memory (int8 rows beyond the core's
+        cache: ~1.05× at 10 000 × 512), not where it computes (~2.5× at 10 000 × 128)."""
+        seconds = []
+        for width in (2, 6, 2, 6, 2, 6):
+            start = time.perf_counter()
+            int8_pass(self.qb, self._digits[:width], self.padded_offset, self._sums[:width])
+            seconds.append(time.perf_counter() - start)
+        return min(seconds[1::2]) <= AHEAD_COST * min(seconds[0::2])
 
     def scores(self, tp: np.ndarray, tn: float) -> tuple[np.ndarray, float]:
         """``est`` (float32; overwritten by the next call) and ``shift = 0``:
         ``|est_j − σ'_j| ≤ self.err(j)`` (+inf for excluded rows)."""
-        an, rest = self._kernel(
-            self.qb, self.offset, tp, self._digits, self.scale2, self.sq, self._est
-        )
+        an, rest = self._kernel(self.qb, self.padded_offset, tp, self._digits, self.scale2,
+                                self.padded_sq, self._sums, self._est)  # fmt: skip
         query, an_up = digits_error(an, rest, tn)
         self._coef = (tn, query, self.common_error(tn, an_up, query))
-        return self._est, 0.0
+        return self._est[: self.sq.shape[0]], 0.0
 
     def herd(
         self, x32: np.ndarray, c64: np.ndarray, cur32: np.ndarray, picks: np.ndarray, i: int,
@@ -305,7 +346,8 @@ class VnniScores(Int8Rows):
         :func:`.herding.herding_order`, with no Python between picks. Returns ``(i, rows)``:
         the pick it stopped at and the rows the reference's expression must settle (empty
         when ``i == k``), or ``None`` when more than ``limit`` rows pass the bound."""
-        i, m = self._herd(self._arrays, x32, c64, cur32, picks, i, k, limit, self._rows)
+        i, m, passes = self._herd(self._arrays, x32, c64, cur32, picks, i, k, limit, self._rows)
+        self.passes += passes
         if m == -1:
             return i, None
         if i < k and m < 2:  # no finite bound (or no row under it): every unpicked row

@@ -1,0 +1,123 @@
+"""The VNNI pass's look-ahead: columns of the likely next picks computed in the same read, so
+one pass can decide several picks — the same picks as the reference, each score within its
+grown bound, and really fewer passes than picks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from memstore.selection import herding, scores
+from memstore.selection.rounding import advance_center, row_error
+from memstore.selection.scores import VnniScores, vnni_usable
+from memstore.testing.reference import herding_loop
+
+pytestmark = pytest.mark.skipif(not vnni_usable(1, 64), reason="no AVX-512 VNNI here")
+
+
+def _data(kind: str, n: int, d: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    if kind == "relu":
+        return np.maximum(x, 0)
+    if kind == "duplicates":  # exact ties: the reference's expression decides among them
+        return np.concatenate([x[: n // 2], x[: n // 2]])
+    if kind == "grid":  # integer rows: many equal scores
+        return rng.integers(-3, 4, size=(n, d)).astype(np.float32)
+    return x
+
+
+def _spy(monkeypatch, ahead: bool) -> list:
+    """Force the look-ahead on or off in every VnniScores herding builds; the list gets them."""
+    built = []
+
+    class Spy(VnniScores):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, ahead=ahead)
+            built.append(self)
+
+    monkeypatch.setattr("memstore.selection.kernels.VnniScores", Spy)
+    return built
+
+
+# Passes measured for these inputs: 101, 97, 146, 113 of 150 picks. Duplicates chain least:
+# every exact tie goes back to Python (the reference's expression), and a pass follows.
+@pytest.mark.parametrize(
+    "kind, passes", [("gauss", 120), ("relu", 120), ("duplicates", 150), ("grid", 130)]
+)
+def test_look_ahead_gives_the_reference_picks_in_fewer_passes(monkeypatch, kind, passes):
+    x = _data(kind, 1200, 96, seed=1)
+    built = _spy(monkeypatch, ahead=True)
+    expected = herding_loop(torch.from_numpy(x), 150)
+    assert herding.herding_order(x, 150, kernel="vnni-int8").tolist() == expected
+    assert built[0]._digits.shape[0] == 6  # the query's two digits and four rows
+    assert built[0].passes < passes  # look-ahead decided picks without a pass
+
+
+def test_without_look_ahead_every_pick_takes_a_pass(monkeypatch):
+    x = _data("gauss", 1200, 96, seed=2)
+    built = _spy(monkeypatch, ahead=False)
+    expected = herding_loop(torch.from_numpy(x), 60)
+    assert herding.herding_order(x, 60, kernel="vnni-int8").tolist() == expected
+    assert built[0]._digits.shape[0] == 2
+    settled = 60 - built[0].passes  # picks the reference's expression settled in Python
+    assert 0 <= settled < 60
+
+
+@pytest.mark.parametrize("kind", ["gauss", "relu"])
+def test_moved_scores_stay_within_their_grown_bound(kind):
+    from memstore.selection._int8_kernels import (
+        add_column,
+        ahead_digits,
+        ahead_error,
+        int8_pass,
+        moved_query,
+    )
+
+    x = _data(kind, 700, 80, seed=3)
+    c32 = torch.from_numpy(x).mean(dim=0).numpy()
+    xmax = float(np.sqrt((x.astype(np.float64) ** 2).sum(axis=1).max())) * 1.001
+    s = VnniScores(x, c32, xmax, ahead=True)
+    y = x.astype(np.float64) - c32.astype(np.float64)
+    c64 = c32.astype(np.float64)
+    rng = np.random.default_rng(4)
+    cur = x[rng.choice(700, 7, replace=False)].mean(axis=0).astype(np.float32)
+    for i in (7, 8, 9):  # three moves in a row, as one pass may take
+        tp = i * (c64 - cur.astype(np.float64))
+        if i == 7:  # a fresh pass with the four rows of smallest score as look-ahead
+            s.scores(tp, float(np.linalg.norm(tp)))
+            est = s._est  # padded: the look-ahead moves every row
+            rows = np.argsort(est[:700], kind="stable")[:4]
+            s._ahead[:] = rows
+            ahead_digits(s.qb, s.scale2, s._ahead, s._digits, s._norms)
+            int8_pass(s.qb, s._digits, s.padded_offset, s._sums)
+            coef = s._coef
+        p = int(s._ahead[i - 7])  # moves by each of the look-ahead rows in turn
+        s_p = 0.5 * s.scale2[p]
+        advance_center(cur, x[p], i)
+        tq = np.empty_like(tp)
+        tn, dn = moved_query(tp, tq, cur, c64, i + 1, s_p, s._digits[2 + i - 7])
+        assert np.array_equal(tq, (i + 1) * (c64 - cur.astype(np.float64)))
+        add_column(est, s._sums[2 + i - 7], s.scale2, s_p)
+        coef = ahead_error(coef, s._norms[i - 7], dn, tn, s.ymax, s.res2max, s.yh2max)
+        exact = (y**2).sum(axis=1) - 2 * (y @ tq)
+        gap = np.abs(est[:700].astype(np.float64) - exact)
+        bound = row_error(s.res2, s.yh2, *coef)
+        assert np.all(gap <= bound), i
+        assert gap.max() > bound.max() * 1e-3  # the bound is not vacuous
+        assert est[p] < np.inf and np.all(est[700:] == np.inf)  # padding never scores
+
+
+def test_the_probe_takes_look_ahead_only_where_it_rides_free(monkeypatch):
+    x = _data("gauss", 600, 64, seed=5)
+    c32 = x.mean(axis=0)
+    small = VnniScores(x, c32, 30.0)  # 38 KB of int8 rows: below the look-ahead's size
+    assert small._digits.shape[0] == 2
+    monkeypatch.setattr(scores, "AHEAD_MIN_BYTES", 0)
+    for cost, rows in ((float("inf"), 6), (0.0, 2)):  # any measured cost passes, or none
+        monkeypatch.setattr(scores, "AHEAD_COST", cost)
+        monkeypatch.setattr(scores, "_AHEAD_VERDICT", {})
+        assert VnniScores(x, c32, 30.0)._digits.shape[0] == rows
+        assert VnniScores(x, c32, 30.0)._digits.shape[0] == rows  # the verdict, cached
+        assert list(scores._AHEAD_VERDICT) == [(38 * 16 * 64).bit_length()]  # 38 blocks
