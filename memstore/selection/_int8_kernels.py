@@ -112,6 +112,23 @@ def argmin32(est):
 
 
 @numba.njit(cache=True, nogil=True)
+def float64_score(row, center, tp):
+    """``‖row − center − tp‖²`` in float64, summed in eight interleaved parts (vectorised;
+    the re-scoring bound of :func:`.rounding.near_tie_margin` holds for any order)."""
+    d = row.shape[0]
+    parts = np.zeros(8)
+    body = d - d % 8
+    for k0 in range(0, body, 8):
+        for u in range(8):
+            v = (np.float64(row[k0 + u]) - center[k0 + u]) - tp[k0 + u]
+            parts[u] += v * v
+    for k in range(body, d):
+        v = (np.float64(row[k]) - center[k]) - tp[k]
+        parts[0] += v * v
+    return parts.sum()
+
+
+@numba.njit(cache=True, nogil=True)
 def finalists(est, res2, yh2, coef, thr, pre, x, center, tp, margin, limit, out):
     """The rows that can still be the reference's pick, into ``out``; returns how many, or
     -1 when more than ``limit`` rows pass the first test (the bound is too loose here).
@@ -136,16 +153,11 @@ def finalists(est, res2, yh2, coef, thr, pre, x, center, tp, margin, limit, out)
                     return -1
                 out[m] = j
                 m += 1
-    d = x.shape[1]
     f = np.empty(m)
     low = np.inf
     for r in range(m):
-        total = 0.0
-        for k in range(d):
-            v = (np.float64(x[out[r], k]) - center[k]) - tp[k]
-            total += v * v
-        f[r] = total
-        low = min(low, total)
+        f[r] = float64_score(x[out[r]], center, tp)
+        low = min(low, f[r])
     kept = 0
     for r in range(m):
         if f[r] <= low + margin:
@@ -249,6 +261,7 @@ def herd(rows, x, c64, cur32, picks, i, k, limit, out):
     scores = est[:n]
     tp, tq = np.empty(d), np.empty(d)  # the query of this pick, of the next
     passes = 0
+    moved_limit = min(limit, max(32, n // 64))  # ~the float64 re-scoring one pass costs
     while i < k:
         passes += 1
         if ahead.shape[0] > 0:
@@ -273,9 +286,10 @@ def herd(rows, x, c64, cur32, picks, i, k, limit, out):
             margin = margin_of(i, best, tn, np.sqrt(cn2), xmax, cn, d)
             thr = best + margin
             pre = threshold32(thr + row_error(res2max, yh2max, coef[0], coef[1], coef[2]))
-            m = finalists(scores, res2, yh2, coef, thr, pre, x, c64, tp, margin, limit, out)
+            cap = limit if step == 0 else moved_limit
+            m = finalists(scores, res2, yh2, coef, thr, pre, x, c64, tp, margin, cap, out)
             if m == -1 and step > 0:
-                break  # a look-ahead bound too loose: a fresh pass
+                break  # a moved bound too loose: a fresh pass costs less than re-scoring
             if m != 1:
                 return i, m, passes
             p = out[0]
