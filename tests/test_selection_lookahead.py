@@ -113,7 +113,10 @@ def test_the_probe_takes_look_ahead_only_where_it_rides_free(monkeypatch):
     x = _data("gauss", 600, 64, seed=5)
     c32 = x.mean(axis=0)
     small = VnniScores(x, c32, 30.0)  # 38 KB of int8 rows: below the look-ahead's size
-    assert small._digits.shape[0] == 2
+    assert small._digits.shape[0] == 2 and small.look_ahead == 0
+    assert small.pass_seconds(2) > 0
+    with pytest.raises(ValueError, match="width must be 2 or 2 here, got 6"):
+        small.pass_seconds(6)  # no look-ahead rows to sum against
     monkeypatch.setattr(scores, "AHEAD_MIN_BYTES", 0)
     for cost, rows in ((float("inf"), 6), (0.0, 2)):  # any measured cost passes, or none
         monkeypatch.setattr(scores, "AHEAD_COST", cost)

@@ -69,6 +69,23 @@ def vnni_pass(x: np.ndarray, repeat: int) -> float:
     return best_ms(lambda: scorer.scores(tp, float(np.linalg.norm(tp))), repeat)
 
 
+def vnni_widths(x: np.ndarray, repeat: int) -> tuple[float, float]:
+    """memstore's integer VNNI pass alone (no scores) with the query's two digit rows, and
+    with the look-ahead's six (``VnniScores.pass_seconds``), best of ``repeat`` each,
+    interleaved; NaN where it cannot run."""
+    from memstore.selection.scores import VnniScores, vnni_usable
+
+    if not vnni_usable(*x.shape):
+        return float("nan"), float("nan")
+    xmax = float(np.sqrt((x.astype(np.float64) ** 2).sum(axis=1).max()))
+    scorer = VnniScores(x, x.mean(axis=0), xmax, ahead=True)
+    two, six = [], []
+    for _ in range(repeat + 1):  # the first of each warms up
+        two.append(scorer.pass_seconds(2))
+        six.append(scorer.pass_seconds(6))
+    return min(two[1:]) * 1e3, min(six[1:]) * 1e3
+
+
 def best_ms(fn, repeat: int) -> float:
     fn()
     best = float("inf")
@@ -116,6 +133,9 @@ def kernels(n: int, d: int, repeat: int) -> None:
         ("numba int8 rows x int8 query (int32)", best_ms(lambda: i8_query(qn, a8n, outi), repeat))
     )
     rows.append(("memstore VNNI pass (two int8 query digits, scores)", vnni_pass(x, repeat)))
+    two, six = vnni_widths(x, repeat)
+    rows.append(("memstore VNNI integer pass, 2 digit rows", two))
+    rows.append(("memstore VNNI integer pass, 6 (+ look-ahead)", six))
     print(f"\nOne pass over N={n} d={d}, best of {repeat} (ms; ratio to the float32 mat-vec)")
     for name, t in rows:
         print(f"  {name:52s} {t:8.3f}  {t / mv:5.2f}x")

@@ -278,7 +278,7 @@ class VnniScores(Int8Rows):
 
         super().__init__(x32, c32, xmax, rows_per_line=16)
         n = x32.shape[0]
-        self._kernel, self._herd = int8_scores, herd
+        self._kernel, self._herd, self._pass = int8_scores, herd, int8_pass
         self.qb = self.q.numpy().reshape(self.q.shape[0], self.q.shape[1], 16, 4)
         self.scale2 = 2 * self.padded_scales.astype(np.float64)
         self._est = self.padded_sq.copy()  # the look-ahead's first guess: smallest ‖y‖²
@@ -288,7 +288,7 @@ class VnniScores(Int8Rows):
         if ahead is None:  # measured once per size class (a power of two) and process
             size = self.q.numel()
             if size >= AHEAD_MIN_BYTES and size.bit_length() not in _AHEAD_VERDICT:
-                _AHEAD_VERDICT[size.bit_length()] = self._ahead_rides_free(int8_pass)
+                _AHEAD_VERDICT[size.bit_length()] = self._ahead_rides_free()
             ahead = size >= AHEAD_MIN_BYTES and _AHEAD_VERDICT[size.bit_length()]
         if not ahead:
             self._digits, self._sums = self._digits[:2], self._sums[:2]
@@ -317,16 +317,24 @@ class VnniScores(Int8Rows):
             if not np.array_equal(out, exact[:, :width]):
                 raise RuntimeError("the VNNI kernel's integer sums are wrong here")
 
-    def _ahead_rides_free(self, int8_pass: Any) -> bool:
-        """Whether the four look-ahead columns cost little here (measured: best of three
-        passes each way). They do where the pass waits on memory (int8 rows beyond the core's
-        cache: ~1.05× at 10 000 × 512), not where it computes (~2.5× at 10 000 × 128)."""
-        seconds = []
-        for width in (2, 6, 2, 6, 2, 6):
-            start = time.perf_counter()
-            int8_pass(self.qb, self._digits[:width], self.padded_offset, self._sums[:width])
-            seconds.append(time.perf_counter() - start)
-        return min(seconds[1::2]) <= AHEAD_COST * min(seconds[0::2])
+    def pass_seconds(self, width: int) -> float:
+        """Seconds of one integer pass over the rows with ``width`` digit rows: 2 (the
+        query's digits) or, built with the look-ahead, 6 (and four rows' codes)."""
+        if width not in (2, self._digits.shape[0]):
+            raise ValueError(f"width must be 2 or {self._digits.shape[0]} here, got {width!r}")
+        start = time.perf_counter()
+        self._pass(self.qb, self._digits[:width], self.padded_offset, self._sums[:width])
+        return time.perf_counter() - start
+
+    def _ahead_rides_free(self) -> bool:
+        """Whether the four look-ahead columns cost little here (best of three passes each
+        way, interleaved). They do where the pass waits on memory (int8 rows beyond the
+        core's cache: ~1.05× at 10 000 × 512), not where it computes (~2.5× at 10 000 × 128)."""
+        two, six = [], []
+        for _ in range(3):
+            two.append(self.pass_seconds(2))
+            six.append(self.pass_seconds(6))
+        return min(six) <= AHEAD_COST * min(two)
 
     def scores(self, tp: np.ndarray, tn: float) -> tuple[np.ndarray, float]:
         """``est`` (float32; overwritten by the next call) and ``shift = 0``:
