@@ -13,7 +13,7 @@ import numba
 import numpy as np
 
 from . import rounding
-from ._vnni_dot import dot2x16, dot6x16
+from ._vnni_dot import dot1x16, dot2x16, dot6x16
 
 # The reference's arithmetic and the bounds, compiled from the functions herding calls.
 _jit = numba.njit(cache=True, nogil=True)
@@ -29,10 +29,13 @@ ahead_error = _jit(rounding.ahead_error)
 @numba.njit(cache=True, nogil=True)
 def int8_pass(qb, digits, offset, sums):
     """``sums[c, j] = digits[c]·q_j − offset_j`` (int32, exact) for every row of the blocked
-    copy and the 2 or 6 digit rows: one read of the int8 rows (:mod:`._vnni_dot`)."""
+    copy and the 1, 2 or 6 digit rows: one read of the int8 rows (:mod:`._vnni_dot`)."""
     if digits.shape[0] == 6:
         for block in range(qb.shape[0]):
             dot6x16(qb, block, digits, offset, sums)
+    elif digits.shape[0] == 1:
+        for block in range(qb.shape[0]):
+            dot1x16(qb, block, digits, offset, sums)
     else:
         for block in range(qb.shape[0]):
             dot2x16(qb, block, digits, offset, sums)
@@ -54,12 +57,13 @@ def row_sums(qb, n, digits, out):
 @numba.njit(cache=True, nogil=True)
 def query_digits(tp, digits):
     """``t' ≈ s_a·a + s_b·b``: two int8 digits (+128, as uint8, into ``digits[0|1, :d]``),
-    ``s_a = max|t'|/127`` and ``s_b`` the same for the remainder. Returns ``(s_a, s_b, ‖â‖,
-    ‖t' − â‖)``, the norms in float64 (their rounding is the caller's to bound)."""
+    ``s_a = max|t'|/127`` and ``s_b`` the same for the remainder — or only ``a`` (``s_b =
+    0``) when ``digits`` has one row. Returns ``(s_a, s_b, ‖â‖, ‖t' − â‖)``, the norms in
+    float64 (their rounding is the caller's to bound)."""
     d = tp.shape[0]
     rest = tp.astype(np.float64)
     steps = np.zeros(2)
-    for k in range(2):
+    for k in range(min(2, digits.shape[0])):
         top = 0.0
         for c in range(d):
             top = max(top, abs(rest[c]))
@@ -87,12 +91,12 @@ def estimates(sa, sb, s_a, s_b, sq, scale2, est):
 
 @numba.njit(cache=True, nogil=True)
 def int8_scores(qb, offset, tp, digits, scale2, sq, sums, est):
-    """The query ``tp`` as two digits (:func:`query_digits`), :func:`int8_pass`, then
+    """The query ``tp`` as one or two digits (:func:`query_digits`), :func:`int8_pass`, then
     :func:`estimates` for every row. ``offset_j = 128·Σ_c q_j[c]`` removes the digits' +128
     shift exactly. Returns ``(‖â‖, ‖t' − â‖)``. Cost: one read of the int8 rows."""
     s_a, s_b, an, rest = query_digits(tp, digits)
     int8_pass(qb, digits, offset, sums)
-    estimates(sums[0], sums[1], s_a, s_b, sq, scale2, est)
+    estimates(sums[0], sums[min(1, sums.shape[0] - 1)], s_a, s_b, sq, scale2, est)
     return an, rest
 
 
