@@ -57,8 +57,9 @@ def numba_passes():
 
 
 def vnni_pass(x: np.ndarray, repeat: int) -> float:
-    """memstore's VNNI first pass (``VnniScores.scores``: the query's two int8 digits, one
-    read of the blocked int8 copy, every row's float32 score); NaN where it cannot run."""
+    """memstore's VNNI first pass (``VnniScores.scores``: the query's int8 digits — two,
+    or one where the rows sit in cache — one read of the blocked int8 copy, every row's
+    float32 score); NaN where it cannot run."""
     from memstore.selection.scores import VnniScores, vnni_usable
 
     if not vnni_usable(*x.shape):
@@ -132,7 +133,7 @@ def kernels(n: int, d: int, repeat: int) -> None:
     rows.append(
         ("numba int8 rows x int8 query (int32)", best_ms(lambda: i8_query(qn, a8n, outi), repeat))
     )
-    rows.append(("memstore VNNI pass (two int8 query digits, scores)", vnni_pass(x, repeat)))
+    rows.append(("memstore VNNI pass (int8 query digits, scores)", vnni_pass(x, repeat)))
     two, six = vnni_widths(x, repeat)
     rows.append(("memstore VNNI integer pass, 2 digit rows", two))
     rows.append(("memstore VNNI integer pass, 6 (+ look-ahead)", six))

@@ -337,7 +337,7 @@ class VnniScores(Int8Rows):
     def _ahead_rides_free(self) -> bool:
         """Whether the four look-ahead columns cost little here (best of three passes each
         way, interleaved). They do where the pass waits on memory (int8 rows beyond the
-        core's cache: ~1.05× at 10 000 × 512), not where it computes (~2.5× at 10 000 × 128)."""
+        core's cache: ~1.05× at 10 000 × 512), not where it computes (1.7–2.5× at 10 000 × 128)."""
         two, six = [], []
         for _ in range(3):
             two.append(self.pass_seconds(2))
@@ -347,8 +347,10 @@ class VnniScores(Int8Rows):
     def scores(self, tp: np.ndarray, tn: float) -> tuple[np.ndarray, float]:
         """``est`` (float32; overwritten by the next call) and ``shift = 0``:
         ``|est_j − σ'_j| ≤ self.err(j)`` (+inf for excluded rows)."""
-        an, rest = self._kernel(self.qb, self.padded_offset, tp, self._digits, self.scale2,
-                                self.padded_sq, self._sums, self._est)  # fmt: skip
+        width = min(2, self._digits.shape[0])  # the query's digits only: no look-ahead here
+        an, rest = self._kernel(self.qb, self.padded_offset, tp, self._digits[:width],
+                                self.scale2, self.padded_sq, self._sums[:width],
+                                self._est)  # fmt: skip
         query, an_up = digits_error(an, rest, tn)
         self._coef = (tn, query, self.common_error(tn, an_up, query))
         return self._est[: self.sq.shape[0]], 0.0
