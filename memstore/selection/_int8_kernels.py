@@ -305,8 +305,8 @@ def herd(rows, x, c64, cur32, picks, i, k, limit, out):
             slot = -1
             for s in range(ahead.shape[0] - 1, -1, -1):
                 slot = s if ahead[s] == p else slot
-            if i == k or slot < 0:
-                break
+            if i == k or slot < 0 or step == chain - 1:
+                break  # done, or no column for this pick, or the pass's last: a fresh pass
             # the scores of pick i from the column of p, no pass: t' moves by −ŷ_p + δ
             s_p = 0.5 * scale2[p]
             tn_new, dn = moved_query(tp, tq, cur32, c64, i, s_p, digits[2 + slot])
