@@ -183,3 +183,19 @@ def test_a_kernel_numba_cannot_build_falls_back_to_float32(monkeypatch, kind):
     assert isinstance(scorer, Float32Scores)
     expected = herding_loop(torch.from_numpy(x), 50)
     assert herding.herding_order(x, 50, kernel=kind).tolist() == expected
+
+
+@needs_vnni
+@pytest.mark.parametrize("n", [1, 63, 64, 200, 1000])
+def test_argmin32_is_the_first_smallest_with_negative_zero_below_zero(n):
+    from memstore.selection._int8_kernels import argmin32
+
+    rng = np.random.default_rng(n)
+    for at in {0, n // 2, n - 1}:  # in the first block, a middle one, the tail
+        est = (rng.random(n) + 1).astype(np.float32)
+        est[::3] = np.inf
+        est[at] = est[n - 1] = 0.5  # a tie after the first smallest: the first wins
+        assert argmin32(est) == int(np.argmin(est)) == at
+    zeros = np.array([1.0, 0.0, -0.0, -0.0, 0.0] * n, dtype=np.float32)
+    assert argmin32(zeros) == 2  # -0.0 counts below +0.0
+    assert argmin32(np.full(n, np.inf, dtype=np.float32)) == 0

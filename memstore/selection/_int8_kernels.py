@@ -103,13 +103,26 @@ def int8_scores(qb, offset, tp, digits, scale2, sq, sums, est):
 @numba.njit(cache=True, nogil=True)
 def argmin32(est):
     """The first row of the smallest ``est`` (float32, no NaN), compared as integer keys —
-    an integer minimum vectorises, a float one does not (``-0.0`` counts below ``+0.0``)."""
+    an integer minimum vectorises, a float one does not (``-0.0`` counts below ``+0.0``).
+    The first index is then found 64 rows at a time by a branch-free test (an AND of
+    ``(z | −z) >> 31``, zero when a key equals the minimum), which vectorises too."""
     bits = est.view(np.int32)
+    n = bits.shape[0]
     low = np.int32(0x7FFFFFFF)
-    for j in range(bits.shape[0]):
+    for j in range(n):
         key = bits[j] ^ ((bits[j] >> 31) & np.int32(0x7FFFFFFF))
         low = key if key < low else low
-    for j in range(bits.shape[0]):
+    first = n - n % 64  # where the scan starts: the block holding the first equal key
+    for start in range(0, n - n % 64, 64):
+        none = np.int32(-1)
+        for u in range(64):
+            v = bits[start + u]
+            z = np.int32((v ^ ((v >> 31) & np.int32(0x7FFFFFFF))) ^ low)
+            none = np.int32(none & ((z | -z) >> 31))
+        if none == 0:
+            first = start
+            break
+    for j in range(first, n):
         if bits[j] ^ ((bits[j] >> 31) & np.int32(0x7FFFFFFF)) == low:
             return j
     return 0
