@@ -56,7 +56,7 @@ def row_sums(qb, n, digits, out):
 
 @numba.njit(cache=True, nogil=True)
 def query_digits(tp, digits):
-    """``t' ≈ s_a·a + s_b·b``: two int8 digits (+128, as uint8, into ``digits[0|1, :d]``),
+    """``t' ≈ s_a·a + s_b·b``: int8 digits (+128, as uint8, into ``digits[0|1, :d]``),
     ``s_a = max|t'|/127`` and ``s_b`` the same for the remainder — or only ``a`` (``s_b =
     0``) when ``digits`` has one row. Returns ``(s_a, s_b, ‖â‖, ‖t' − â‖)``, the norms in
     float64 (their rounding is the caller's to bound)."""

@@ -104,7 +104,7 @@ def row_error(res2: Any, yh2: Any, a: float, b: float, c: float) -> Any:
 
 def digits_error(an: float, rest: float, tn: float) -> tuple[float, float]:
     """``(‖t' − â‖, ‖â‖)`` rounded up, from their float64 values for the VNNI scorer's
-    two-digit query ``â`` (``rest``, ``an``): ``1e-14·(‖â‖ + ‖t'‖)`` covers the float64
+    one- or two-digit query ``â`` (``rest``, ``an``): ``1e-14·(‖â‖ + ‖t'‖)`` covers the float64
     roundings of the digits and of the norms."""
     return rest + 1e-14 * (an + tn), an * (1 + 1e-14)
 
