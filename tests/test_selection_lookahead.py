@@ -97,7 +97,7 @@ def test_moved_scores_stay_within_their_grown_bound(kind):
         s_p = 0.5 * s.scale2[p]
         advance_center(cur, x[p], i)
         tq = np.empty_like(tp)
-        tn, dn = moved_query(tp, tq, cur, c64, i + 1, s_p, s._digits[2 + i - 7])
+        tn, dn = moved_query(tp, np.sqrt(tp @ tp), tq, cur, c64, i + 1, s_p, s._digits[2 + i - 7])
         assert np.array_equal(tq, (i + 1) * (c64 - cur.astype(np.float64)))
         add_column(est, s._sums[2 + i - 7], s.scale2, s_p)
         coef = ahead_error(coef, s._norms[i - 7], dn, tn, s.ymax, s.res2max, s.yh2max)

@@ -1,7 +1,7 @@
 """The numba kernels behind :class:`.scores.VnniScores` (imported on first use: numba ~0.3 s).
 
 :func:`int8_pass` reads the blocked int8 copy once with the VNNI instruction of
-:mod:`._vnni_dot` (exact int32 sums of 2 or 6 digit rows); :func:`herd` is the whole pick
+:mod:`._vnni_dot` (exact int32 sums of 1, 2 or 6 digit rows); :func:`herd` is the whole pick
 loop, fused, for every pick the bounds decide, with the look-ahead columns that let one pass
 decide several. Only compiled after the caller has checked that this CPU has AVX-512 VNNI and
 numba targets it (an unsupported instruction would stop LLVM, not raise). Compiled once and
@@ -96,6 +96,7 @@ def int8_scores(qb, offset, tp, digits, scale2, sq, sums, est):
     shift exactly. Returns ``(‖â‖, ‖t' − â‖)``. Cost: one read of the int8 rows."""
     s_a, s_b, an, rest = query_digits(tp, digits)
     int8_pass(qb, digits, offset, sums)
+    # one digit: s_b = 0, and sums[0] stands in for the absent second digit's sums
     estimates(sums[0], sums[min(1, sums.shape[0] - 1)], s_a, s_b, sq, scale2, est)
     return an, rest
 
@@ -233,22 +234,21 @@ def add_column(est, column, scale2, s_p):
 
 
 @numba.njit(cache=True, nogil=True)
-def moved_query(tp, tq, cur32, c64, i, s_p, digit_row):
+def moved_query(tp, tn, tq, cur32, c64, i, s_p, digit_row):
     """``tq = i·(center − cur)`` (float64), the query of pick ``i``, after the pick of row
-    ``p`` (``ŷ_p = s_p·(digit_row − 128)``) moved it from ``tp``. Returns ``(‖tq‖, dn)``,
-    ``dn >= ‖δ‖`` for ``tq = tp − ŷ_p + δ`` (δ: the float32 running center's rounding and
-    ``p``'s int8 residual), float64 rounding included."""
+    ``p`` (``ŷ_p = s_p·(digit_row − 128)``) moved it from ``tp`` (``tn = ‖tp‖``). Returns
+    ``(‖tq‖, dn)``, ``dn >= ‖δ‖`` for ``tq = tp − ŷ_p + δ`` (δ: the float32 running center's
+    rounding and ``p``'s int8 residual), float64 rounding included."""
     d = tp.shape[0]
-    tn2, dn2, tn_old2, yn2 = 0.0, 0.0, 0.0, 0.0
+    tn2, dn2, yn2 = 0.0, 0.0, 0.0
     for c in range(d):
         tq[c] = i * (c64[c] - np.float64(cur32[c]))
         yh = s_p * (np.float64(digit_row[c]) - 128.0)  # exact: bf16 × 8-bit integer
         delta = tq[c] - (tp[c] - yh)
         tn2 += tq[c] * tq[c]
         dn2 += delta * delta
-        tn_old2 += tp[c] * tp[c]
         yn2 += yh * yh
-    sizes = np.sqrt(tn2) + np.sqrt(tn_old2) + np.sqrt(yn2)
+    sizes = np.sqrt(tn2) + tn + np.sqrt(yn2)
     dn = np.sqrt(dn2) * (1 + 4 * (d + 4) * 2.0**-53) + 1e-14 * sizes  # sums, two subtractions
     return np.sqrt(tn2), dn
 
@@ -322,7 +322,7 @@ def herd(rows, x, c64, cur32, picks, i, k, limit, out):
                 break  # done, or no column for this pick, or the pass's last: a fresh pass
             # the scores of pick i from the column of p, no pass: t' moves by −ŷ_p + δ
             s_p = 0.5 * scale2[p]
-            tn_new, dn = moved_query(tp, tq, cur32, c64, i, s_p, digits[2 + slot])
+            tn_new, dn = moved_query(tp, tn, tq, cur32, c64, i, s_p, digits[2 + slot])
             add_column(est, sums[2 + slot], scale2, s_p)
             coef = ahead_error(coef, norms[slot], dn, tn_new, ymax, res2max, yh2max)
             tp[:] = tq
