@@ -28,36 +28,39 @@ def _data(kind: str, n: int, d: int, seed: int) -> np.ndarray:
     return x
 
 
-def _spy(monkeypatch, ahead: bool) -> list:
-    """Force the look-ahead on or off in every VnniScores herding builds; the list gets them."""
+def _spy(monkeypatch, plan: tuple[int, int]) -> list:
+    """Force a plan (query digits, look-ahead rows) in every VnniScores herding builds; the
+    list gets them."""
     built = []
 
     class Spy(VnniScores):
         def __init__(self, *args, **kwargs):
-            super().__init__(*args, ahead=ahead)
+            super().__init__(*args, plan=plan)
             built.append(self)
 
     monkeypatch.setattr("memstore.selection.kernels.VnniScores", Spy)
     return built
 
 
-# Passes measured for these inputs: 101, 97, 146, 113 of 150 picks. Duplicates chain least:
+# Passes measured for these inputs, plans (2, 4) / (2, 1) / (1, 1): gauss 70 / 81 / 83, relu
+# 68 / 81 / 80, duplicates 141 each, grid 78 / 82 / 82 of 150 picks. Duplicates chain least:
 # every exact tie goes back to Python (the reference's expression), and a pass follows.
+@pytest.mark.parametrize("plan", [(2, 4), (2, 1), (1, 1)])
 @pytest.mark.parametrize(
-    "kind, passes", [("gauss", 120), ("relu", 120), ("duplicates", 150), ("grid", 130)]
+    "kind, passes", [("gauss", 100), ("relu", 100), ("duplicates", 150), ("grid", 100)]
 )
-def test_look_ahead_gives_the_reference_picks_in_fewer_passes(monkeypatch, kind, passes):
+def test_look_ahead_gives_the_reference_picks_in_fewer_passes(monkeypatch, kind, passes, plan):
     x = _data(kind, 1200, 96, seed=1)
-    built = _spy(monkeypatch, ahead=True)
+    built = _spy(monkeypatch, plan)
     expected = herding_loop(torch.from_numpy(x), 150)
     assert herding.herding_order(x, 150, kernel="vnni-int8").tolist() == expected
-    assert built[0]._digits.shape[0] == 6  # the query's two digits and four rows
+    assert built[0]._digits.shape[0] == sum(plan)  # the query's digits, then the rows
     assert built[0].passes < passes  # look-ahead decided picks without a pass
 
 
 def test_without_look_ahead_every_pick_takes_a_pass(monkeypatch):
     x = _data("gauss", 1200, 96, seed=2)
-    built = _spy(monkeypatch, ahead=False)
+    built = _spy(monkeypatch, (1, 0))
     expected = herding_loop(torch.from_numpy(x), 60)
     assert herding.herding_order(x, 60, kernel="vnni-int8").tolist() == expected
     assert built[0]._digits.shape[0] == 1  # one query digit: these rows sit in cache
@@ -78,7 +81,7 @@ def test_moved_scores_stay_within_their_grown_bound(kind):
     x = _data(kind, 700, 80, seed=3)
     c32 = torch.from_numpy(x).mean(dim=0).numpy()
     xmax = float(np.sqrt((x.astype(np.float64) ** 2).sum(axis=1).max())) * 1.001
-    s = VnniScores(x, c32, xmax, ahead=True)
+    s = VnniScores(x, c32, xmax, plan=(2, 4))
     y = x.astype(np.float64) - c32.astype(np.float64)
     c64 = c32.astype(np.float64)
     rng = np.random.default_rng(4)
@@ -90,7 +93,7 @@ def test_moved_scores_stay_within_their_grown_bound(kind):
             est = s._est  # padded: the look-ahead moves every row
             rows = np.argsort(est[:700], kind="stable")[:4]
             s._ahead[:] = rows
-            ahead_digits(s.qb, s.scale2, s._ahead, s._digits, s._norms)
+            ahead_digits(s.qb, s.scale2, s._ahead, s._digits, 2, s._norms)
             int8_pass(s.qb, s._digits, s.padded_offset, s._sums)
             coef = s._coef
         p = int(s._ahead[i - 7])  # moves by each of the look-ahead rows in turn
@@ -109,18 +112,51 @@ def test_moved_scores_stay_within_their_grown_bound(kind):
         assert est[p] < np.inf and np.all(est[700:] == np.inf)  # padding never scores
 
 
-def test_the_probe_takes_look_ahead_only_where_it_rides_free(monkeypatch):
+def test_the_probe_takes_the_plan_of_least_pass_time_per_pick(monkeypatch):
     x = _data("gauss", 600, 64, seed=5)
     c32 = x.mean(axis=0)
-    small = VnniScores(x, c32, 30.0)  # 38 KB of int8 rows: below the look-ahead's size
-    assert small._digits.shape[0] == 1 and small.look_ahead == 0
-    assert min(small.pass_seconds(w) for w in (1, 2, 6)) > 0
-    with pytest.raises(ValueError, match="width must be 1, 2 or 6, got 3"):
-        small.pass_seconds(3)
-    monkeypatch.setattr(scores, "AHEAD_MIN_BYTES", 0)
-    for cost, rows in ((float("inf"), 6), (0.0, 1)):  # any measured cost passes, or none
-        monkeypatch.setattr(scores, "AHEAD_COST", cost)
-        monkeypatch.setattr(scores, "_AHEAD_VERDICT", {})
-        assert VnniScores(x, c32, 30.0)._digits.shape[0] == rows
-        assert VnniScores(x, c32, 30.0)._digits.shape[0] == rows  # the verdict, cached
-        assert list(scores._AHEAD_VERDICT) == [(38 * 16 * 64).bit_length()]  # 38 blocks
+    s = VnniScores(x, c32, 30.0, plan=(1, 0))
+    assert min(s.pass_seconds(w) for w in (1, 2, 3, 6)) > 0 and s.guess_seconds() > 0
+    with pytest.raises(ValueError, match=r"width must be one of \[1, 2, 3, 6\], got 4"):
+        s.pass_seconds(4)
+    with pytest.raises(ValueError, match=r"plan must be one of .*, got \(2, 2\)"):
+        VnniScores(x, c32, 30.0, plan=(2, 2))
+    # the measured times weighed by the passes each plan takes per pick: make one plan win
+    for weights, plan in (
+        ({0: 1e-9, 1: 1.0, 4: 1.0}, (1, 0)),  # no look-ahead
+        ({0: 1.0, 1: 1.0, 4: 1e-9}, (2, 4)),  # four rows
+    ):
+        monkeypatch.setattr(scores, "PASSES_PER_PICK", weights)
+        monkeypatch.setattr(scores, "_PLAN_VERDICT", {})
+        assert VnniScores(x, c32, 30.0).best_plan() == plan
+        built = VnniScores(x, c32, 30.0)
+        assert (built.query_digits, built.look_ahead) == plan
+        assert built._digits.shape[0] == sum(plan)
+        assert list(scores._PLAN_VERDICT) == [(38 * 16 * 64).bit_length()]  # 38 blocks
+        assert scores._PLAN_VERDICT[(38 * 16 * 64).bit_length()] == plan  # cached
+
+
+def test_the_guess_is_the_smallest_moved_score_among_the_smallest_rows():
+    from memstore.selection._int8_kernels import near_rows, predicted_rows
+
+    x = _data("gauss", 3000, 128, seed=6)
+    c32 = x.mean(axis=0)
+    s = VnniScores(x, c32, 40.0, plan=(2, 1))
+    rng = np.random.default_rng(7)
+    est = (rng.standard_normal(3000) * 50 + 400).astype(np.float32)
+    est[rng.choice(3000, 40, replace=False)] = np.inf  # picked rows: never near
+    gap, near = np.zeros(1), np.empty(64, dtype=np.int64)
+    m = near_rows(est, gap, near)
+    assert 16 <= m <= 64 and np.isfinite(gap[0])
+    assert sorted(near[:m].tolist()) == sorted(np.argsort(est, kind="stable")[:m].tolist())
+    assert near_rows(est, gap, near) == m  # the kept gap is found again at once
+    sq = s.padded_sq.copy()
+    sq[near[3]] = np.inf  # a row picked in Python, whose score is still finite
+    p = int(np.argmax(est < np.inf))
+    out, moved = np.zeros(1, dtype=np.int64), np.empty(64, dtype=np.float32)
+    predicted_rows(est, sq, s.qb, s.scale2, p, gap, near, moved, out)
+    q = s.qb.transpose(0, 2, 1, 3).reshape(-1, 128)[:3000]  # row-major int8 codes
+    scale = 0.5 * s.scale2[:3000]
+    rows = np.array([j for j in near[:m] if sq[j] < np.inf])
+    exact = est[rows] + 2 * scale[rows] * scale[p] * (q[rows].astype(np.int64) @ q[p])
+    assert out[0] == rows[np.argmin(exact)]

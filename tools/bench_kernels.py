@@ -70,21 +70,22 @@ def vnni_pass(x: np.ndarray, repeat: int) -> float:
     return best_ms(lambda: scorer.scores(tp, float(np.linalg.norm(tp))), repeat)
 
 
-def vnni_widths(x: np.ndarray, repeat: int) -> tuple[float, float]:
-    """memstore's integer VNNI pass alone (no scores) with the query's two digit rows, and
-    with the look-ahead's six (``VnniScores.pass_seconds``), best of ``repeat`` each,
-    interleaved; NaN where it cannot run."""
-    from memstore.selection.scores import VnniScores, vnni_usable
+def vnni_widths(x: np.ndarray, repeat: int) -> dict[int, float]:
+    """memstore's integer VNNI pass alone (no scores) with each width of digit rows its plans
+    use — the query's one or two digits and 0, 1 or 4 look-ahead rows
+    (``VnniScores.pass_seconds``) — best of ``repeat`` each, interleaved; NaN where it
+    cannot run."""
+    from memstore.selection.scores import WIDTHS, VnniScores, vnni_usable
 
     if not vnni_usable(*x.shape):
-        return float("nan"), float("nan")
+        return {w: float("nan") for w in (1, 2, 3, 6)}
     xmax = float(np.sqrt((x.astype(np.float64) ** 2).sum(axis=1).max()))
-    scorer = VnniScores(x, x.mean(axis=0), xmax, ahead=True)
-    two, six = [], []
+    scorer = VnniScores(x, x.mean(axis=0), xmax, plan=(2, 4))
+    times: dict[int, list[float]] = {w: [] for w in WIDTHS}
     for _ in range(repeat + 1):  # the first of each warms up
-        two.append(scorer.pass_seconds(2))
-        six.append(scorer.pass_seconds(6))
-    return min(two[1:]) * 1e3, min(six[1:]) * 1e3
+        for width in WIDTHS:
+            times[width].append(scorer.pass_seconds(width))
+    return {w: min(t[1:]) * 1e3 for w, t in times.items()}
 
 
 def best_ms(fn, repeat: int) -> float:
@@ -134,9 +135,8 @@ def kernels(n: int, d: int, repeat: int) -> None:
         ("numba int8 rows x int8 query (int32)", best_ms(lambda: i8_query(qn, a8n, outi), repeat))
     )
     rows.append(("memstore VNNI pass (int8 query digits, scores)", vnni_pass(x, repeat)))
-    two, six = vnni_widths(x, repeat)
-    rows.append(("memstore VNNI integer pass, 2 digit rows", two))
-    rows.append(("memstore VNNI integer pass, 6 (+ look-ahead)", six))
+    for width, t in vnni_widths(x, repeat).items():
+        rows.append((f"memstore VNNI integer pass, {width} digit rows", t))
     print(f"\nOne pass over N={n} d={d}, best of {repeat} (ms; ratio to the float32 mat-vec)")
     for name, t in rows:
         print(f"  {name:52s} {t:8.3f}  {t / mv:5.2f}x")

@@ -100,7 +100,9 @@ def screen_used(features: np.ndarray, k: int) -> str:
     scorer = make_scores(xt, c32, xmax, k)
     names = {Float32Scores: "float32", Int8Scores: "torch-int8", VnniScores: "vnni-int8"}
     name = names.get(type(scorer), type(scorer).__name__)
-    return f"{name}+{scorer.look_ahead}" if getattr(scorer, "look_ahead", 0) else name
+    if isinstance(scorer, VnniScores):  # the plan: query digits + look-ahead rows per pass
+        return f"{name} {scorer.query_digits}+{scorer.look_ahead}"
+    return name
 
 
 def matvec_time(features: np.ndarray, repeat: int) -> float:

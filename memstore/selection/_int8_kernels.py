@@ -1,9 +1,12 @@
 """The numba kernels behind :class:`.scores.VnniScores` (imported on first use: numba ~0.3 s).
 
 :func:`int8_pass` reads the blocked int8 copy once with the VNNI instruction of
-:mod:`._vnni_dot` (exact int32 sums of 1, 2 or 6 digit rows); :func:`herd` is the whole pick
-loop, fused, for every pick the bounds decide, with the look-ahead columns that let one pass
-decide several. Only compiled after the caller has checked that this CPU has AVX-512 VNNI and
+:mod:`._vnni_dot` (exact int32 sums of 1, 2, 3 or 6 digit rows); :func:`herd` is the whole
+pick loop, fused, for every pick the bounds decide, with the look-ahead columns that let one
+pass decide several. No kernel here is ``fastmath`` except :func:`quantize_rows`, which calls
+none: numba compiles a ``fastmath`` function's callees with its flags, and ``nnan``/``ninf``
+then fold away their tests against ``inf`` (an ``== inf`` in :func:`near_rows` did, once).
+Only compiled after the caller has checked that this CPU has AVX-512 VNNI and
 numba targets it (an unsupported instruction would stop LLVM, not raise). Compiled once and
 cached on disk (``cache=True``); numba keys that cache on this file alone, so after editing
 :mod:`.rounding` or :mod:`._vnni_dot` in a checkout, delete ``__pycache__/_int8_kernels*.nb*``.
@@ -13,7 +16,9 @@ import numba
 import numpy as np
 
 from . import rounding
-from ._vnni_dot import dot1x16, dot2x16, dot6x16
+from ._vnni_dot import dot1x16, dot2x16, dot3x16, dot6x16
+
+NEAR = 64  # rows whose move by the last pick guesses the look-ahead's columns (predicted_rows)
 
 # The reference's arithmetic and the bounds, compiled from the functions herding calls.
 _jit = numba.njit(cache=True, nogil=True)
@@ -29,10 +34,13 @@ ahead_error = _jit(rounding.ahead_error)
 @numba.njit(cache=True, nogil=True)
 def int8_pass(qb, digits, offset, sums):
     """``sums[c, j] = digits[c]·q_j − offset_j`` (int32, exact) for every row of the blocked
-    copy and the 1, 2 or 6 digit rows: one read of the int8 rows (:mod:`._vnni_dot`)."""
+    copy and the 1, 2, 3 or 6 digit rows: one read of the int8 rows (:mod:`._vnni_dot`)."""
     if digits.shape[0] == 6:
         for block in range(qb.shape[0]):
             dot6x16(qb, block, digits, offset, sums)
+    elif digits.shape[0] == 3:
+        for block in range(qb.shape[0]):
+            dot3x16(qb, block, digits, offset, sums)
     elif digits.shape[0] == 1:
         for block in range(qb.shape[0]):
             dot1x16(qb, block, digits, offset, sums)
@@ -90,14 +98,15 @@ def estimates(sa, sb, s_a, s_b, sq, scale2, est):
 
 
 @numba.njit(cache=True, nogil=True)
-def int8_scores(qb, offset, tp, digits, scale2, sq, sums, est):
-    """The query ``tp`` as one or two digits (:func:`query_digits`), :func:`int8_pass`, then
+def int8_scores(qb, offset, tp, digits, qd, scale2, sq, sums, est):
+    """The query ``tp`` as ``qd`` (1 or 2) digits into ``digits[:qd]`` (:func:`query_digits`),
+    :func:`int8_pass` over all of ``digits`` (look-ahead rows after the query's), then
     :func:`estimates` for every row. ``offset_j = 128·Σ_c q_j[c]`` removes the digits' +128
     shift exactly. Returns ``(‖â‖, ‖t' − â‖)``. Cost: one read of the int8 rows."""
-    s_a, s_b, an, rest = query_digits(tp, digits)
+    s_a, s_b, an, rest = query_digits(tp, digits[:qd])
     int8_pass(qb, digits, offset, sums)
     # one digit: s_b = 0, and sums[0] stands in for the absent second digit's sums
-    estimates(sums[0], sums[min(1, sums.shape[0] - 1)], s_a, s_b, sq, scale2, est)
+    estimates(sums[0], sums[qd - 1], s_a, s_b, sq, scale2, est)
     return an, rest
 
 
@@ -210,9 +219,82 @@ def smallest_rows(est, out):
 
 
 @numba.njit(cache=True, nogil=True)
-def ahead_digits(qb, scale2, rows, digits, norms):
-    """Rows ``rows`` of the int8 copy as digit rows ``2, 3, …`` (``q + 128``, uint8) and
-    ``norms[m] >= ‖ŷ‖ = s·‖q‖`` of each: the look-ahead columns of the next pass."""
+def count_below(est, limit):
+    """How many of ``est`` (float32) are ``<= limit``: one vectorised read."""
+    top = np.float32(limit)
+    count = 0
+    for j in range(est.shape[0]):
+        if est[j] <= top:
+            count += 1
+    return count
+
+
+@numba.njit(cache=True, nogil=True)
+def near_rows(est, gap, near):
+    """Rows of smallest ``est`` into ``near``, about ``len(near)/4 … len(near)`` of them:
+    those within ``gap[0]`` of the smallest, the gap found by bisection on a log scale and
+    kept in ``gap[0]`` for the next call (it moves little from pick to pick). Returns how
+    many. Cost: a few vectorised reads of ``est`` — a full sort of the smallest 64 by
+    insertion costs ~10× more on random scores."""
+    size = near.shape[0]
+    low = est[argmin32(est)]
+    if not low < np.inf:
+        return 0
+    g = gap[0] if gap[0] > 0 else abs(np.float64(low)) * 2.0**-10 + 1e-30
+    under, over = 0.0, np.inf
+    for _ in range(16):
+        count = count_below(est, low + g)
+        if size // 4 <= count <= size:
+            break
+        if count < size // 4:
+            under = g
+        else:
+            over = g
+        g = g * 4 if over == np.inf else (g / 4 if under == 0 else np.sqrt(under * over))
+    gap[0] = g
+    top, m = np.float32(low + g), 0
+    for j in range(est.shape[0]):
+        if est[j] <= top:
+            near[m] = j
+            m += 1
+            if m == size:
+                break
+    return m
+
+
+@numba.njit(cache=True, nogil=True)
+def predicted_rows(scores, sq, qb, scale2, p, gap, near, moved, out):
+    """The ``len(out)`` rows likeliest to be the next pick after ``p``, whose column the last
+    pass did not compute: the rows of smallest score (:func:`near_rows`), each moved by
+    ``2⟨ŷ_j, ŷ_p⟩`` from the int8 copy (which the pass just read: in cache, unlike the
+    features), smallest first. Only a guess of which columns the next pass computes: it
+    never decides a pick. Cost: ~64 int8 rows, not a pass."""
+    m = near_rows(scores, gap, near)
+    groups = qb.shape[1]
+    qp = np.empty((groups, 4), dtype=np.int32)
+    bp, lp = p // 16, p % 16
+    for g in range(groups):
+        for t in range(4):
+            qp[g, t] = qb[bp, g, lp, t]
+    for r in range(m):
+        j = near[r]
+        moved[r] = np.inf
+        if sq[j] < np.inf:  # a row picked in Python still has a score here: never a guess
+            bj, lj = j // 16, j % 16
+            dot = np.int32(0)
+            for g in range(groups):
+                for t in range(4):
+                    dot += np.int32(qb[bj, g, lj, t]) * qp[g, t]
+            moved[r] = np.float32(scores[j] + scale2[j] * 0.5 * scale2[p] * np.float64(dot))
+    smallest_rows(moved[:m], out)
+    for s in range(out.shape[0]):
+        out[s] = near[out[s]] if m > 0 else 0
+
+
+@numba.njit(cache=True, nogil=True)
+def ahead_digits(qb, scale2, rows, digits, first, norms):
+    """Rows ``rows`` of the int8 copy as digit rows ``first, first + 1, …`` (``q + 128``,
+    uint8) and ``norms[m] >= ‖ŷ‖ = s·‖q‖`` of each: the look-ahead columns of the next pass."""
     for m in range(rows.shape[0]):
         r = rows[m]
         block, lane = r // 16, r % 16
@@ -220,7 +302,7 @@ def ahead_digits(qb, scale2, rows, digits, norms):
         for g in range(qb.shape[1]):
             for t in range(4):
                 v = np.int32(qb[block, g, lane, t])
-                digits[2 + m, 4 * g + t] = np.uint8(v + 128)
+                digits[first + m, 4 * g + t] = np.uint8(v + 128)
                 total += v * v
         norms[m] = 0.5 * scale2[r] * np.sqrt(np.float64(total)) * (1 + 1e-15)
 
@@ -259,37 +341,45 @@ def herd(rows, x, c64, cur32, picks, i, k, limit, out):
     per pass the query ``t' = i·(center − cur)``, :func:`int8_scores`, the smallest upper
     bound, the near-tie margin, :func:`finalists`, then the reference's running center.
 
-    With six digit rows the pass also computes the columns ``⟨q_j, q_c⟩`` of the four rows
-    of smallest score before it (:func:`smallest_rows`; the next pick about half the time at
-    d = 512): if pick ``p`` is one of them, ``t'`` moves by ``−ŷ_p + δ``
+    With look-ahead rows (``len(ahead)``, after the query's ``qd`` digit rows) the pass also
+    computes the columns ``⟨q_j, q_c⟩`` of the rows likeliest to be this pass's pick: the
+    smallest scores when they are this pick's, else the smallest once moved by the last
+    pick (:func:`predicted_rows`). If pick ``p`` is one of them, ``t'`` moves by ``−ŷ_p + δ``
     (:func:`moved_query`) and the next scores follow from the column without a pass
     (:func:`add_column`, the bound from :func:`.rounding.ahead_error`); at most ``chain``
     picks per pass.
 
-    ``rows = (qb, offset, scale2, sq, res2, yh2, digits, sums, est, ahead, norms, consts)``
-    are an int8 copy's arrays (:class:`.scores.VnniScores`), ``consts = (g, ymax, res2max,
-    yh2max, xmax, cn, chain)``. Returns ``(i, m, passes)``: stopped at pick ``i`` with ``m``
-    finalists — 0 when ``i == k``, ``m > 1`` (in ``out[:m]``) when the reference's own
-    expression must decide, -1 when the bound of a pass leaves more than ``limit`` rows, -2
-    when no row has a finite bound — and how many passes it made."""
-    qb, offset, scale2, sq, res2, yh2, digits, sums, est, ahead, norms, consts = rows
-    g, ymax, res2max, yh2max, xmax, cn, chain = consts
+    ``rows = (qb, offset, scale2, sq, res2, yh2, digits, sums, est, ahead, norms, gap,
+    consts)`` are an int8 copy's arrays (:class:`.scores.VnniScores`), ``consts = (g, ymax,
+    res2max, yh2max, xmax, cn, chain, qd)``. Returns ``(i, m, passes)``: stopped at pick
+    ``i`` with ``m`` finalists — 0 when ``i == k``, ``m > 1`` (in ``out[:m]``) when the
+    reference's own expression must decide, -1 when the bound of a pass leaves more than
+    ``limit`` rows, -2 when no row has a finite bound — and how many passes it made."""
+    qb, offset, scale2, sq, res2, yh2, digits, sums, est, ahead, norms, gap, consts = rows
+    g, ymax, res2max, yh2max, xmax, cn, chain, qd = consts
     n, d = x.shape
     scores = est[:n]
     tp, tq = np.empty(d), np.empty(d)  # the query of this pick, of the next
     passes = 0
     moved_limit = min(limit, max(32, n // 64))  # ~the float64 re-scoring one pass costs
+    # the last pick whose column ``scores`` lacks (scores are of the pick before it), or -1
+    pending = picks[i - 1] if i > 0 else -1
+    near = np.empty(NEAR, dtype=np.int64)
+    moved = np.empty(NEAR, dtype=np.float32)
     while i < k:
         passes += 1
         if ahead.shape[0] > 0:
-            smallest_rows(scores, ahead)
-            ahead_digits(qb, scale2, ahead, digits, norms)
+            if pending >= 0:
+                predicted_rows(scores, sq, qb, scale2, pending, gap, near, moved, ahead)
+            else:
+                smallest_rows(scores, ahead)
+            ahead_digits(qb, scale2, ahead, digits, qd, norms)
         tn2 = 0.0
         for c in range(d):
             tp[c] = i * (c64[c] - np.float64(cur32[c]))
             tn2 += tp[c] * tp[c]
         tn = np.sqrt(tn2)
-        an, rest = int8_scores(qb, offset, tp, digits, scale2, sq, sums, est)
+        an, rest = int8_scores(qb, offset, tp, digits, qd, scale2, sq, sums, est)
         query, an_up = digits_error(an, rest, tn)
         coef = (tn, query, common_error(g, ymax, res2max, yh2max, d, tn, an_up, query))
         for step in range(chain):
@@ -306,6 +396,7 @@ def herd(rows, x, c64, cur32, picks, i, k, limit, out):
             cap = limit if step == 0 else moved_limit
             m = finalists(scores, res2, yh2, coef, thr, pre, x, c64, tp, margin, cap, out)
             if m == -1 and step > 0:
+                pending = -1  # the scores are this pick's, only loose
                 break  # a moved bound too loose: a fresh pass costs less than re-scoring
             if m != 1:
                 return i, m, passes
@@ -315,18 +406,22 @@ def herd(rows, x, c64, cur32, picks, i, k, limit, out):
             est[p] = np.inf
             advance(cur32, x[p], i)
             i += 1
+            pending = p
             slot = -1
             for s in range(ahead.shape[0] - 1, -1, -1):
                 slot = s if ahead[s] == p else slot
-            if i == k or slot < 0 or step == chain - 1:
-                break  # done, or no column for this pick, or the pass's last: a fresh pass
+            if i == k or slot < 0:
+                break  # done, or no column for this pick: a fresh pass
             # the scores of pick i from the column of p, no pass: t' moves by −ŷ_p + δ
             s_p = 0.5 * scale2[p]
-            tn_new, dn = moved_query(tp, tn, tq, cur32, c64, i, s_p, digits[2 + slot])
-            add_column(est, sums[2 + slot], scale2, s_p)
+            tn_new, dn = moved_query(tp, tn, tq, cur32, c64, i, s_p, digits[qd + slot])
+            add_column(est, sums[qd + slot], scale2, s_p)
             coef = ahead_error(coef, norms[slot], dn, tn_new, ymax, res2max, yh2max)
+            pending = -1
             tp[:] = tq
             tn = tn_new
+            if step == chain - 1:
+                break  # the pass's last pick: the next pass picks its columns from these
     return i, 0, passes
 
 

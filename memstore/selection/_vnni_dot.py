@@ -12,7 +12,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["columns_dot", "dot1x16", "dot2x16", "dot6x16"]
+__all__ = ["columns_dot", "dot1x16", "dot2x16", "dot3x16", "dot6x16"]
 
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
@@ -109,5 +109,6 @@ def columns_dot(columns: int, per_column: int):  # noqa: ANN201 (a numba intrins
 
 
 dot1x16 = columns_dot(1, 4)  # one digit of the query (where the pass computes)
-dot2x16 = columns_dot(2, 4)  # the two digits of the query
-dot6x16 = columns_dot(6, 1)  # the query and four candidate rows (look-ahead)
+dot2x16 = columns_dot(2, 4)  # the query's two digits, or one and a candidate row
+dot3x16 = columns_dot(3, 2)  # the query's two digits and one candidate row (look-ahead)
+dot6x16 = columns_dot(6, 1)  # the query's two digits and four candidate rows

@@ -56,9 +56,19 @@ _UBF16 = 2.0**-8  # unit roundoff of bfloat16
 INT8_MIN_ELEMENTS = 1 << 21  # below ~8 MiB of features a float32 pass is cache-resident
 INT8_MIN_K = 64  # building the int8 copy costs ~25 float32 passes; worth it from here
 CHAIN = 4  # VNNI look-ahead: at most this many picks per pass (the bound grows with each)
-AHEAD_MIN_BYTES = 1 << 21  # smaller int8 copies stay in a core's cache: the pass computes
-AHEAD_COST = 1.25  # look ahead if the wider pass costs at most this much more
-_AHEAD_VERDICT: dict[int, bool] = {}  # process-wide: int8 copy size class → look ahead
+#: The VNNI pass's plans, ``(query digits, look-ahead rows)``: a pass reads the int8 rows once
+#: and sums them against ``query digits + look-ahead rows`` digit rows (1, 2, 3 or 6).
+PLANS = ((1, 0), (1, 1), (2, 1), (2, 4))
+#: Passes per pick with that many look-ahead rows (herding 200 of 10 000 Gaussian and
+#: relu-like rows, d = 128 and 512, counted with ``VnniScores.passes``): what the probe
+#: weighs a pass's measured time by.
+PASSES_PER_PICK = {0: 1.0, 1: 0.55, 4: 0.47}
+#: A one-digit query's looser bound leaves more rows to re-score, most of all after a move
+#: (each a float64 read of a feature row): 10 000×512, plan (1, 1) against (2, 1), cost
+#: 15–25 % more per herding here for a pass only 5 % narrower.
+ONE_DIGIT_COST = 1.2
+WIDTHS = (1, 2, 3, 6)  # digit rows per pass: the plans' sums
+_PLAN_VERDICT: dict[int, tuple[int, int]] = {}  # process-wide: int8 copy size class → plan
 
 
 # -- first-pass scores (in RAM) ---------------------------------------------------------------
@@ -264,91 +274,113 @@ class VnniScores(Int8Rows):
     (``vpdpbusd``: exact int32 dot products, 64 bytes per instruction).
 
     The query is ``â = s_a·a + s_b·b`` with ``a = rint(t'/s_a)``, ``s_a = max|t'|/127`` and
-    ``b`` the same for the remainder, so ``‖t' − â‖ ≲ 2^-16·max|t'|·√d`` — tighter than the
-    bf16 query of :class:`Int8Scores` — and the integer sums are exact: ``|est_j − σ'_j| ≤
-    2(‖y_j − ŷ_j‖·‖t'‖ + ‖ŷ_j‖·‖t' − â‖)`` plus float rounding. Where the pass computes
-    rather than waits on memory (rows in the core's cache), the query is ``a`` alone. One
-    pass reads the int8 rows once (all digits per read): ~0.2× a float32 mat-vec here; with
-    ``ahead`` (default: where a measured probe finds it nearly free) it also sums four
-    candidate rows' columns, so :meth:`herd` can decide several picks per pass. Checked
-    against numpy's integer products on a sample before use.
+    ``b`` the same for the remainder (or ``a`` alone), so ``‖t' − â‖ ≲ 2^-16·max|t'|·√d``
+    — tighter than the bf16 query of :class:`Int8Scores` — and the integer sums are exact:
+    ``|est_j − σ'_j| ≤ 2(‖y_j − ŷ_j‖·‖t'‖ + ‖ŷ_j‖·‖t' − â‖)`` plus float rounding. One pass
+    reads the int8 rows once (all digit rows per read): ~0.2× a float32 mat-vec. With
+    look-ahead rows it also sums the columns of the likely picks, so :meth:`herd` decides
+    several picks per pass. ``plan = (query digits, look-ahead rows)`` is one of
+    :data:`PLANS`; by default the one a measured probe finds cheapest per pick here
+    (:meth:`best_plan`). Checked against numpy's integer products on a sample before use.
     """
 
     def __init__(
-        self, x32: np.ndarray, c32: np.ndarray, xmax: float, ahead: bool | None = None
+        self, x32: np.ndarray, c32: np.ndarray, xmax: float, plan: tuple[int, int] | None = None
     ) -> None:
-        from ._int8_kernels import herd, int8_pass, int8_scores, row_sums  # numba: on first use
+        from ._int8_kernels import herd, int8_pass, int8_scores, predicted_rows, row_sums
 
         super().__init__(x32, c32, xmax, rows_per_line=16)
         n = x32.shape[0]
         self._kernel, self._herd, self._pass = int8_scores, herd, int8_pass
+        self._predict = predicted_rows
         self.qb = self.q.numpy().reshape(self.q.shape[0], self.q.shape[1], 16, 4)
         self.scale2 = 2 * self.padded_scales.astype(np.float64)
         self._est = self.padded_sq.copy()  # the look-ahead's first guess: smallest ‖y‖²
-        # Digit rows: the query's two and four look-ahead rows where the pass waits on
-        # memory; one query digit where it computes (rows in the core's cache): half the
-        # instructions, and a looser bound that still leaves 3.4–3.9 candidates per pick at
-        # 10 000 × 128 instead of 2.0–2.3 (a numpy simulation of both bounds, 200 picks).
         self._all_digits = np.full((6, 4 * self.q.shape[1]), 128, dtype=np.uint8)
         self._all_sums = np.empty((6, self._est.shape[0]), dtype=np.int32)
         self._check_kernel(row_sums, min(n, 256))
-        if ahead is None:  # measured once per size class (a power of two) and process
-            size = self.q.numel()
-            if size >= AHEAD_MIN_BYTES and size.bit_length() not in _AHEAD_VERDICT:
-                _AHEAD_VERDICT[size.bit_length()] = self._ahead_rides_free()
-            ahead = size >= AHEAD_MIN_BYTES and _AHEAD_VERDICT[size.bit_length()]
-        width = 6 if ahead else 1
+        if plan is None:  # measured once per size class (a power of two) and process
+            size = self.q.numel().bit_length()
+            if size not in _PLAN_VERDICT:
+                _PLAN_VERDICT[size] = self.best_plan()
+            plan = _PLAN_VERDICT[size]
+        if tuple(plan) not in PLANS:
+            raise ValueError(f"plan must be one of {list(PLANS)}, got {plan!r}")
+        self.query_digits, self.look_ahead = plan  # look_ahead: columns computed per pass
+        width = self.query_digits + self.look_ahead
         self._digits, self._sums = self._all_digits[:width], self._all_sums[:width]
-        self.look_ahead = 4 if ahead else 0  # rows per pass whose columns it computes
         self._ahead = np.zeros(self.look_ahead, dtype=np.int64)
         self._norms = np.zeros(self._ahead.shape[0])
+        self._gap = np.zeros(1)  # predicted_rows' score gap, carried from pass to pass
         self.passes = 0  # full passes over the rows so far (fewer than picks: look-ahead)
         c64 = c32.astype(np.float64)
         consts = (self.g, self.ymax, self.res2max, self.yh2max, xmax, float(c64 @ c64) ** 0.5,
-                  CHAIN if ahead else 1)  # fmt: skip
+                  CHAIN if self.look_ahead else 1, self.query_digits)  # fmt: skip
         self._arrays = (self.qb, self.padded_offset, self.scale2, self.padded_sq, self.res2,
                         self.yh2, self._digits, self._sums, self._est, self._ahead,
-                        self._norms, consts)  # fmt: skip
+                        self._norms, self._gap, consts)  # fmt: skip
 
     def _check_kernel(self, row_sums: Any, m: int) -> None:
         """Refuse an instruction whose sums differ from numpy's (another CPU, a new LLVM):
-        every width of the pass (1, 2 and 6 digit rows)."""
+        every width of the pass (1, 2, 3 and 6 digit rows)."""
         shape = self._all_digits.shape
         digits = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
         rows = self.qb[: -(-m // 16)].transpose(0, 2, 1, 3).reshape(-1, shape[1])
         # float64 products and sums of these integers are exact: |sum| <= 127·255·D < 2^53
         exact = rows[:m].astype(np.float64) @ digits.T.astype(np.float64)
-        for width in (1, 2, 6):
+        for width in WIDTHS:
             out = np.empty((m, width), dtype=np.int32)
             row_sums(self.qb, m, digits[:width], out)
             if not np.array_equal(out, exact[:, :width]):
                 raise RuntimeError("the VNNI kernel's integer sums are wrong here")
 
     def pass_seconds(self, width: int) -> float:
-        """Seconds of one integer pass over the rows with ``width`` digit rows: 1 or 2 (the
-        query's digits) or 6 (two and four look-ahead rows)."""
-        if width not in (1, 2, 6):
-            raise ValueError(f"width must be 1, 2 or 6, got {width!r}")
+        """Seconds of one integer pass over the rows with ``width`` digit rows (1, 2, 3 or 6:
+        the query's digits and the look-ahead rows of a plan)."""
+        if width not in WIDTHS:
+            raise ValueError(f"width must be one of {list(WIDTHS)}, got {width!r}")
         start = time.perf_counter()
         digits, sums = self._all_digits[:width], self._all_sums[:width]
         self._pass(self.qb, digits, self.padded_offset, sums)
         return time.perf_counter() - start
 
-    def _ahead_rides_free(self) -> bool:
-        """Whether the four look-ahead columns cost little here (best of three passes each
-        way, interleaved). They do where the pass waits on memory (int8 rows beyond the
-        core's cache: ~1.05× at 10 000 × 512), not where it computes (1.7–2.5× at 10 000 × 128)."""
-        two, six = [], []
+    def guess_seconds(self) -> float:
+        """Seconds of the look-ahead's guess after a pick without a column
+        (``_int8_kernels.predicted_rows``): a few reads of the scores and ~64 int8 rows."""
+        n = self.sq.shape[0]
+        near, moved = np.empty(64, dtype=np.int64), np.empty(64, dtype=np.float32)
+        out, gap = np.zeros(1, dtype=np.int64), np.zeros(1)
+        start = time.perf_counter()
+        self._predict(self.padded_sq[:n], self.padded_sq, self.qb, self.scale2, 0, gap, near,
+                      moved, out)  # fmt: skip
+        return time.perf_counter() - start
+
+    def best_plan(self) -> tuple[int, int]:
+        """The plan of least expected pass time per pick here: each width's pass timed
+        (best of three, interleaved), plus the look-ahead's guess, weighted by
+        :data:`PASSES_PER_PICK`. Where the pass waits on memory the wider ones ride nearly
+        free (six rows ~1.05× two at 10 000 × 512 on a Xeon: ``(2, 4)``); where it computes
+        they cost in proportion, and one look-ahead row still halves the passes."""
+        seconds: dict[int, list[float]] = {w: [] for w in WIDTHS}
         for _ in range(3):
-            two.append(self.pass_seconds(2))
-            six.append(self.pass_seconds(6))
-        return min(six) <= AHEAD_COST * min(two)
+            for width in WIDTHS:
+                seconds[width].append(self.pass_seconds(width))
+        best = {w: min(v) for w, v in seconds.items()}
+        guess = min(self.guess_seconds() for _ in range(3))
+
+        def cost(plan: tuple[int, int]) -> float:
+            digits, ahead = plan
+            extra = guess if ahead else 0.0
+            loose = ONE_DIGIT_COST if ahead and digits == 1 else 1.0
+            return loose * PASSES_PER_PICK[ahead] * (best[digits + ahead] + extra)
+
+        return min(PLANS, key=cost)
 
     def scores(self, tp: np.ndarray, tn: float) -> tuple[np.ndarray, float]:
         """``est`` (float32; overwritten by the next call) and ``shift = 0``:
         ``|est_j − σ'_j| ≤ self.err(j)`` (+inf for excluded rows)."""
-        width = min(2, self._digits.shape[0])  # the query's digits only: no look-ahead here
-        an, rest = self._kernel(self.qb, self.padded_offset, tp, self._digits[:width],
+        width = self.query_digits  # the query's digits only: no look-ahead here
+        an, rest = self._kernel(self.qb, self.padded_offset, tp, self._digits[:width], width,
                                 self.scale2, self.padded_sq, self._sums[:width],
                                 self._est)  # fmt: skip
         query, an_up = digits_error(an, rest, tn)
