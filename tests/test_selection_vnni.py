@@ -191,11 +191,61 @@ def test_argmin32_is_the_first_smallest_with_negative_zero_below_zero(n):
     from memstore.selection._int8_kernels import argmin32
 
     rng = np.random.default_rng(n)
+
+    def argmin(est):
+        block_min = np.empty(-(-len(est) // 64), dtype=np.int32)
+        j = argmin32(est, block_min)
+        keys = est.view(np.int32) ^ ((est.view(np.int32) >> 31) & 0x7FFFFFFF)
+        pad = np.full(64 * len(block_min), 0x7FFFFFFF, dtype=np.int32)
+        pad[: len(est)] = keys
+        assert block_min.tolist() == pad.reshape(-1, 64).min(axis=1).tolist()
+        return j
+
     for at in {0, n // 2, n - 1}:  # in the first block, a middle one, the tail
         est = (rng.random(n) + 1).astype(np.float32)
         est[::3] = np.inf
         est[at] = est[n - 1] = 0.5  # a tie after the first smallest: the first wins
-        assert argmin32(est) == int(np.argmin(est)) == at
+        assert argmin(est) == int(np.argmin(est)) == at
     zeros = np.array([1.0, 0.0, -0.0, -0.0, 0.0] * n, dtype=np.float32)
-    assert argmin32(zeros) == 2  # -0.0 counts below +0.0
-    assert argmin32(np.full(n, np.inf, dtype=np.float32)) == 0
+    assert argmin(zeros) == 2  # -0.0 counts below +0.0
+    assert argmin(np.full(n, np.inf, dtype=np.float32)) == 0
+
+
+@needs_vnni
+def test_the_sums_check_refuses_a_kernel_off_by_one_in_any_width():
+    from memstore.selection import scores
+    from memstore.selection._int8_kernels import row_sums
+
+    x = np.random.default_rng(8).standard_normal((300, 80)).astype(np.float32)
+    s = VnniScores(x, x.mean(axis=0), 30.0, plan=(1, 0))
+    assert scores._VNNI_CHECKED == [True]  # checked once, at the first copy of the process
+    s._check_kernel(row_sums, 256)  # the real kernel passes
+    for width in (1, 2, 3, 6):
+
+        def off_by_one(qb, n, digits, out, width=width):
+            row_sums(qb, n, digits, out)
+            if digits.shape[0] == width:
+                out[n - 1, width - 1] += 1
+
+        with pytest.raises(RuntimeError, match="integer sums are wrong"):
+            s._check_kernel(off_by_one, 256)
+
+
+@needs_vnni
+@pytest.mark.parametrize("cut", [-0.0, 0.0, 0.75, -2.0])
+def test_finalists_skip_only_blocks_that_hold_no_candidate(cut):
+    from memstore.selection._int8_kernels import argmin32, finalists
+
+    rng = np.random.default_rng(9)
+    est = (rng.random(300) + 1).astype(np.float32)
+    est[70] = 0.0  # +0.0 alone in its block: est <= -0.0 holds for it too
+    est[200], est[201], est[5] = -0.0, 0.5, -1.0
+    block_min = np.empty(5, dtype=np.int32)
+    argmin32(est, block_min)
+    zeros = np.zeros(300, dtype=np.float32)
+    x = rng.standard_normal((300, 8)).astype(np.float32)
+    out = np.empty(300, dtype=np.int64)
+    center, tp = np.zeros(8), np.zeros(8)
+    m = finalists(est, block_min, zeros, zeros, (0.0, 0.0, 0.0), cut, cut, x, center, tp,
+                  np.inf, 300, out)  # fmt: skip
+    assert sorted(out[:m].tolist()) == np.flatnonzero(est <= np.float32(cut)).tolist()

@@ -111,30 +111,35 @@ def int8_scores(qb, offset, tp, digits, qd, scale2, sq, sums, est):
 
 
 @numba.njit(cache=True, nogil=True)
-def argmin32(est):
-    """The first row of the smallest ``est`` (float32, no NaN), compared as integer keys —
-    an integer minimum vectorises, a float one does not (``-0.0`` counts below ``+0.0``).
-    The first index is then found 64 rows at a time by a branch-free test (an AND of
-    ``(z | −z) >> 31``, zero when a key equals the minimum), which vectorises too."""
+def float_key(v):
+    """``v`` (float32, no NaN) as an int32 that orders as the float does, ``-0.0`` just
+    below ``+0.0``: an integer minimum vectorises, a float one does not."""
+    bits = np.array([v], dtype=np.float32).view(np.int32)[0]
+    return np.int32(bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF)))
+
+
+@numba.njit(cache=True, nogil=True)
+def argmin32(est, block_min):
+    """The first row of the smallest ``est`` (float32, no NaN), compared as integer keys
+    (:func:`float_key`), and the smallest key of every 64 rows into ``block_min`` (int32,
+    ``⌈N/64⌉``): :func:`finalists` skips the blocks it shows cannot hold a candidate, and the
+    first index is searched only in the first block holding the minimum. One vectorised
+    read of ``est``."""
     bits = est.view(np.int32)
     n = bits.shape[0]
     low = np.int32(0x7FFFFFFF)
-    for j in range(n):
-        key = bits[j] ^ ((bits[j] >> 31) & np.int32(0x7FFFFFFF))
-        low = key if key < low else low
-    first = n - n % 64  # where the scan starts: the block holding the first equal key
-    for start in range(0, n - n % 64, 64):
-        none = np.int32(-1)
-        for u in range(64):
-            v = bits[start + u]
-            z = np.int32((v ^ ((v >> 31) & np.int32(0x7FFFFFFF))) ^ low)
-            none = np.int32(none & ((z | -z) >> 31))
-        if none == 0:
-            first = start
-            break
-    for j in range(first, n):
-        if bits[j] ^ ((bits[j] >> 31) & np.int32(0x7FFFFFFF)) == low:
-            return j
+    for b in range(-(-n // 64)):
+        least = np.int32(0x7FFFFFFF)
+        for j in range(64 * b, min(n, 64 * b + 64)):
+            key = np.int32(bits[j] ^ ((bits[j] >> 31) & np.int32(0x7FFFFFFF)))
+            least = key if key < least else least
+        block_min[b] = least
+        low = least if least < low else low
+    for b in range(-(-n // 64)):
+        if block_min[b] == low:
+            for j in range(64 * b, min(n, 64 * b + 64)):
+                if bits[j] ^ ((bits[j] >> 31) & np.int32(0x7FFFFFFF)) == low:
+                    return j
     return 0
 
 
@@ -156,25 +161,24 @@ def float64_score(row, center, tp):
 
 
 @numba.njit(cache=True, nogil=True)
-def finalists(est, res2, yh2, coef, thr, pre, x, center, tp, margin, limit, out):
+def finalists(est, block_min, res2, yh2, coef, thr, pre, x, center, tp, margin, limit, out):
     """The rows that can still be the reference's pick, into ``out``; returns how many, or
     -1 when more than ``limit`` rows pass the first test (the bound is too loose here).
 
     First test: ``est_j − row_error_j <= thr`` (float64; ``coef = (a, b, c)`` of
-    :func:`.rounding.row_error`), after the cheap float32 ``est_j <= pre``. Then every
-    survivor's float64 score ``‖x_j − center − tp‖²`` and the rows within ``margin`` of the
-    smallest, ascending."""
+    :func:`.rounding.row_error`), after the cheap float32 ``est_j <= pre``, only in the
+    blocks of 64 rows whose smallest key (``block_min``, from :func:`argmin32` on this
+    ``est``) is at most ``pre``'s. Then every survivor's float64 score
+    ``‖x_j − center − tp‖²`` and the rows within ``margin`` of the smallest, ascending."""
     a, b, c = coef
     pre32 = np.float32(pre)  # pre carries 4 units of float32 rounding: still above the cut
+    # +0.0's key when pre is zero: a block of +0.0 scores passes est <= -0.0 too
+    top = float_key(pre32) if pre32 != 0 else np.int32(0)
     n, m = est.shape[0], 0
-    for start in range(0, n, 64):  # a vectorised count first: most blocks have no candidate
-        stop = min(n, start + 64)
-        hits = 0
-        for j in range(start, stop):
-            hits += est[j] <= pre32
-        if hits == 0:
+    for block in range(block_min.shape[0]):  # most blocks hold no candidate
+        if block_min[block] > top:
             continue
-        for j in range(start, stop):
+        for j in range(64 * block, min(n, 64 * block + 64)):
             if est[j] <= pre32 and np.float64(est[j]) - row_error(res2[j], yh2[j], a, b, c) <= thr:
                 if m == limit:
                     return -1
@@ -237,7 +241,7 @@ def near_rows(est, gap, near):
     many. Cost: a few vectorised reads of ``est`` — a full sort of the smallest 64 by
     insertion costs ~10× more on random scores."""
     size = near.shape[0]
-    low = est[argmin32(est)]
+    low = est[argmin32(est, np.empty(-(-est.shape[0] // 64), dtype=np.int32))]
     if not low < np.inf:
         return 0
     g = gap[0] if gap[0] > 0 else abs(np.float64(low)) * 2.0**-10 + 1e-30
@@ -365,6 +369,7 @@ def herd(rows, x, c64, cur32, picks, i, k, limit, out):
     # the last pick whose column ``scores`` lacks (scores are of the pick before it), or -1
     pending = picks[i - 1] if i > 0 else -1
     near = np.empty(NEAR, dtype=np.int64)
+    block_min = np.empty(-(-n // 64), dtype=np.int32)  # argmin32's, for finalists
     moved = np.empty(NEAR, dtype=np.float32)
     while i < k:
         passes += 1
@@ -386,7 +391,7 @@ def herd(rows, x, c64, cur32, picks, i, k, limit, out):
             cn2 = 0.0
             for c in range(d):
                 cn2 += np.float64(cur32[c]) * np.float64(cur32[c])
-            j0 = argmin32(scores)
+            j0 = argmin32(scores, block_min)
             best = np.float64(scores[j0]) + row_error(res2[j0], yh2[j0], coef[0], coef[1], coef[2])
             if not best < np.inf:
                 return i, -2, passes
@@ -394,7 +399,8 @@ def herd(rows, x, c64, cur32, picks, i, k, limit, out):
             thr = best + margin
             pre = threshold32(thr + row_error(res2max, yh2max, coef[0], coef[1], coef[2]))
             cap = limit if step == 0 else moved_limit
-            m = finalists(scores, res2, yh2, coef, thr, pre, x, c64, tp, margin, cap, out)
+            m = finalists(scores, block_min, res2, yh2, coef, thr, pre, x, c64, tp, margin, cap,
+                          out)  # fmt: skip
             if m == -1 and step > 0:
                 pending = -1  # the scores are this pick's, only loose
                 break  # a moved bound too loose: a fresh pass costs less than re-scoring

@@ -68,6 +68,8 @@ PASSES_PER_PICK = {0: 1.0, 1: 0.55, 4: 0.47}
 #: 15–25 % more per herding here for a pass only 5 % narrower.
 ONE_DIGIT_COST = 1.2
 WIDTHS = (1, 2, 3, 6)  # digit rows per pass: the plans' sums
+_VNNI_CHECKED: list[bool] = []  # process-wide: the VNNI sums matched numpy's once
+_HOST_VNNI: list[bool] = []  # process-wide: whether this CPU has AVX-512 VNNI (asked once)
 _PLAN_VERDICT: dict[int, tuple[int, int]] = {}  # process-wide: int8 copy size class → plan
 
 
@@ -206,11 +208,13 @@ class Int8Rows:
         narrowed to those whose float64 score ``‖x_j − c − t'‖²`` is within ``margin`` of
         the best (ascending); ``None`` if more than ``limit`` pass the bound. Cost: one read
         of ``est`` and the bound terms, then ``d`` float64 products per survivor."""
-        from ._int8_kernels import finalists
+        from ._int8_kernels import argmin32, finalists
 
         pre = float32_threshold(thr + self.err())
-        m = finalists(est, self.res2, self.yh2, self._coef, thr, pre, x32, c64, tp, margin,
-                      limit, self._rows)  # fmt: skip
+        block_min = np.empty(-(-est.shape[0] // 64), dtype=np.int32)
+        argmin32(est, block_min)  # the blocks' smallest keys, which finalists skips by
+        m = finalists(est, block_min, self.res2, self.yh2, self._coef, thr, pre, x32, c64, tp,
+                      margin, limit, self._rows)  # fmt: skip
         return None if m < 0 else self._rows[:m].copy()
 
 
@@ -281,7 +285,8 @@ class VnniScores(Int8Rows):
     look-ahead rows it also sums the columns of the likely picks, so :meth:`herd` decides
     several picks per pass. ``plan = (query digits, look-ahead rows)`` is one of
     :data:`PLANS`; by default the one a measured probe finds cheapest per pick here
-    (:meth:`best_plan`). Checked against numpy's integer products on a sample before use.
+    (:meth:`best_plan`). Checked against numpy's integer products on a sample at first use
+    in the process (the same compiled code serves every copy).
     """
 
     def __init__(
@@ -298,7 +303,9 @@ class VnniScores(Int8Rows):
         self._est = self.padded_sq.copy()  # the look-ahead's first guess: smallest ‖y‖²
         self._all_digits = np.full((6, 4 * self.q.shape[1]), 128, dtype=np.uint8)
         self._all_sums = np.empty((6, self._est.shape[0]), dtype=np.int32)
-        self._check_kernel(row_sums, min(n, 256))
+        if not _VNNI_CHECKED:  # the same compiled code for any rows: once per process
+            self._check_kernel(row_sums, min(n, 256))
+            _VNNI_CHECKED.append(True)
         if plan is None:  # measured once per size class (a power of two) and process
             size = self.q.numel().bit_length()
             if size not in _PLAN_VERDICT:
@@ -417,6 +424,7 @@ def vnni_usable(n: int, d: int) -> bool:
         return False
     if numba.config.CPU_NAME or numba.config.CPU_FEATURES or numba.config.DISABLE_JIT:
         return False  # numba told to target another CPU, or not to compile
-    features = llvm.get_host_cpu_features()
-    has = all(features.get(f, False) for f in ("avx512f", "avx512bw", "avx512vnni"))
-    return has and -(-d // 64) * 64 * 255 * 128 < 2**31 and n > 0 and d > 0
+    if not _HOST_VNNI:  # ~0.2 ms a call: asked once
+        features = llvm.get_host_cpu_features()
+        _HOST_VNNI.append(all(features.get(f, False) for f in ("avx512f", "avx512bw", "avx512vnni")))
+    return _HOST_VNNI[0] and -(-d // 64) * 64 * 255 * 128 < 2**31 and n > 0 and d > 0
