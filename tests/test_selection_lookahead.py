@@ -137,7 +137,7 @@ def test_the_probe_takes_the_plan_of_least_pass_time_per_pick(monkeypatch):
 
 
 def test_the_guess_is_the_smallest_moved_score_among_the_smallest_rows():
-    from memstore.selection._int8_kernels import near_rows, predicted_rows
+    from memstore.selection._int8_kernels import argmin32, near_rows, predicted_rows
 
     x = _data("gauss", 3000, 128, seed=6)
     c32 = x.mean(axis=0)
@@ -146,15 +146,21 @@ def test_the_guess_is_the_smallest_moved_score_among_the_smallest_rows():
     est = (rng.standard_normal(3000) * 50 + 400).astype(np.float32)
     est[rng.choice(3000, 40, replace=False)] = np.inf  # picked rows: never near
     gap, near = np.zeros(1), np.empty(64, dtype=np.int64)
-    m = near_rows(est, gap, near)
+    block_min = np.empty(-(-3000 // 64), dtype=np.int32)
+    argmin32(est, block_min)
+    m = near_rows(est, block_min, gap, near)
     assert 16 <= m <= 64 and np.isfinite(gap[0])
     assert sorted(near[:m].tolist()) == sorted(np.argsort(est, kind="stable")[:m].tolist())
-    assert near_rows(est, gap, near) == m  # the kept gap is found again at once
+    assert near_rows(est, block_min, gap, near) == m  # the kept gap is found again at once
+    est[near[0]] = np.inf  # picked since argmin32: its block's bound is only lower, still
+    assert near_rows(est, block_min, gap, near) in (m - 1, m)  # a bound; one row fewer
+    assert np.all(est[near[: m - 1]] < np.inf)
     sq = s.padded_sq.copy()
     sq[near[3]] = np.inf  # a row picked in Python, whose score is still finite
     p = int(np.argmax(est < np.inf))
     out, moved = np.zeros(1, dtype=np.int64), np.empty(64, dtype=np.float32)
-    predicted_rows(est, sq, s.qb, s.scale2, p, gap, near, moved, out)
+    m = near_rows(est, block_min, gap, near)
+    predicted_rows(est, block_min, sq, s.qb, s.scale2, p, gap, near, moved, out)
     q = s.qb.transpose(0, 2, 1, 3).reshape(-1, 128)[:3000]  # row-major int8 codes
     scale = 0.5 * s.scale2[:3000]
     rows = np.array([j for j in near[:m] if sq[j] < np.inf])

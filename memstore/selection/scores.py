@@ -292,12 +292,19 @@ class VnniScores(Int8Rows):
     def __init__(
         self, x32: np.ndarray, c32: np.ndarray, xmax: float, plan: tuple[int, int] | None = None
     ) -> None:
-        from ._int8_kernels import herd, int8_pass, int8_scores, predicted_rows, row_sums
+        from ._int8_kernels import (
+            argmin32,
+            herd,
+            int8_pass,
+            int8_scores,
+            predicted_rows,
+            row_sums,
+        )
 
         super().__init__(x32, c32, xmax, rows_per_line=16)
         n = x32.shape[0]
         self._kernel, self._herd, self._pass = int8_scores, herd, int8_pass
-        self._predict = predicted_rows
+        self._predict, self._argmin = predicted_rows, argmin32
         self.qb = self.q.numpy().reshape(self.q.shape[0], self.q.shape[1], 16, 4)
         self.scale2 = 2 * self.padded_scales.astype(np.float64)
         self._est = self.padded_sq.copy()  # the look-ahead's first guess: smallest ‖y‖²
@@ -357,9 +364,11 @@ class VnniScores(Int8Rows):
         n = self.sq.shape[0]
         near, moved = np.empty(64, dtype=np.int64), np.empty(64, dtype=np.float32)
         out, gap = np.zeros(1, dtype=np.int64), np.zeros(1)
+        block_min = np.empty(-(-n // 64), dtype=np.int32)
         start = time.perf_counter()
-        self._predict(self.padded_sq[:n], self.padded_sq, self.qb, self.scale2, 0, gap, near,
-                      moved, out)  # fmt: skip
+        self._argmin(self.padded_sq[:n], block_min)  # as each step of herd does before
+        self._predict(self.padded_sq[:n], block_min, self.padded_sq, self.qb, self.scale2, 0,
+                      gap, near, moved, out)  # fmt: skip
         return time.perf_counter() - start
 
     def best_plan(self) -> tuple[int, int]:
