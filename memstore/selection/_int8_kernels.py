@@ -18,8 +18,6 @@ import numpy as np
 from . import rounding
 from ._vnni_dot import dot1x16, dot2x16, dot3x16, dot6x16
 
-NEAR = 64  # rows whose move by the last pick guesses the look-ahead's columns (predicted_rows)
-
 # The reference's arithmetic and the bounds, compiled from the functions herding calls.
 _jit = numba.njit(cache=True, nogil=True)
 margin_of = _jit(rounding.near_tie_margin)
@@ -113,7 +111,8 @@ def int8_scores(qb, offset, tp, digits, qd, scale2, sq, sums, est):
 @numba.njit(cache=True, nogil=True)
 def float_key(v):
     """``v`` (float32, no NaN) as an int32 that orders as the float does, ``-0.0`` just
-    below ``+0.0``: an integer minimum vectorises, a float one does not."""
+    below ``+0.0``: an integer minimum vectorises, a float one does not. (Allocates: call
+    it once per scan, not per row.)"""
     bits = np.array([v], dtype=np.float32).view(np.int32)[0]
     return np.int32(bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF)))
 
@@ -130,9 +129,15 @@ def argmin32(est, block_min):
     low = np.int32(0x7FFFFFFF)
     for b in range(-(-n // 64)):
         least = np.int32(0x7FFFFFFF)
-        for j in range(64 * b, min(n, 64 * b + 64)):
-            key = np.int32(bits[j] ^ ((bits[j] >> 31) & np.int32(0x7FFFFFFF)))
-            least = key if key < least else least
+        if 64 * b + 64 <= n:  # a fixed trip count: this loop vectorises, a ragged one not
+            for u in range(64):
+                v = bits[64 * b + u]
+                key = np.int32(v ^ ((v >> 31) & np.int32(0x7FFFFFFF)))
+                least = key if key < least else least
+        else:
+            for j in range(64 * b, n):
+                key = np.int32(bits[j] ^ ((bits[j] >> 31) & np.int32(0x7FFFFFFF)))
+                least = key if key < least else least
         block_min[b] = least
         low = least if least < low else low
     for b in range(-(-n // 64)):
@@ -203,15 +208,22 @@ def smallest_rows(est, out):
     slots when fewer are finite). Cost: one vectorised read of ``est``, a few insertions."""
     count = out.shape[0]
     low = np.full(count, np.inf, dtype=np.float32)
+    worst = low.view(np.int32)  # the worst kept as bits, for the keys' test
     out[:] = 0
     n = est.shape[0]
-    for start in range(0, n, 64):  # a vectorised count first: most blocks hold no new row
+    bits = est.view(np.int32)
+    for block in range(-(-n // 64)):  # a vectorised test first: most blocks hold no new row
+        start = 64 * block
         stop = min(n, start + 64)
-        worst, hits = low[count - 1], 0
-        for j in range(start, stop):
-            hits += est[j] < worst
-        if hits == 0:
-            continue
+        if stop - start == 64:  # the block's smallest key (a fixed trip count vectorises)
+            least = np.int32(0x7FFFFFFF)
+            for u in range(64):
+                v = bits[start + u]
+                key = np.int32(v ^ ((v >> 31) & np.int32(0x7FFFFFFF)))
+                least = key if key < least else least
+            w = worst[count - 1]
+            if least >= np.int32(w ^ ((w >> 31) & np.int32(0x7FFFFFFF))):
+                continue  # no row below the worst kept (-0.0 vs +0.0: only read more)
         for j in range(start, stop):
             v = est[j]
             if v < low[count - 1]:
@@ -231,9 +243,12 @@ def count_below(est, block_min, limit):
     count, n = 0, est.shape[0]
     for block in range(block_min.shape[0]):
         if block_min[block] <= key:
-            for j in range(64 * block, min(n, 64 * block + 64)):
-                if est[j] <= top:
-                    count += 1
+            if 64 * block + 64 <= n:  # fixed trip count: vectorises
+                for u in range(64):
+                    count += np.int64(1) if est[64 * block + u] <= top else np.int64(0)
+            else:
+                for j in range(64 * block, n):
+                    count += np.int64(1) if est[j] <= top else np.int64(0)
     return count
 
 
@@ -363,13 +378,13 @@ def herd(rows, x, c64, cur32, picks, i, k, limit, out):
     (:func:`add_column`, the bound from :func:`.rounding.ahead_error`); at most ``chain``
     picks per pass.
 
-    ``rows = (qb, offset, scale2, sq, res2, yh2, digits, sums, est, ahead, norms, gap,
+    ``rows = (qb, offset, scale2, sq, res2, yh2, digits, sums, est, ahead, norms, gap, near,
     consts)`` are an int8 copy's arrays (:class:`.scores.VnniScores`), ``consts = (g, ymax,
     res2max, yh2max, xmax, cn, chain, qd)``. Returns ``(i, m, passes)``: stopped at pick
     ``i`` with ``m`` finalists — 0 when ``i == k``, ``m > 1`` (in ``out[:m]``) when the
     reference's own expression must decide, -1 when the bound of a pass leaves more than
     ``limit`` rows, -2 when no row has a finite bound — and how many passes it made."""
-    qb, offset, scale2, sq, res2, yh2, digits, sums, est, ahead, norms, gap, consts = rows
+    qb, offset, scale2, sq, res2, yh2, digits, sums, est, ahead, norms, gap, near, consts = rows
     g, ymax, res2max, yh2max, xmax, cn, chain, qd = consts
     n, d = x.shape
     scores = est[:n]
@@ -378,10 +393,9 @@ def herd(rows, x, c64, cur32, picks, i, k, limit, out):
     moved_limit = min(limit, max(32, n // 64))  # ~the float64 re-scoring one pass costs
     # the last pick whose column ``scores`` lacks (scores are of the pick before it), or -1
     pending = picks[i - 1] if i > 0 else -1
-    near = np.empty(NEAR, dtype=np.int64)
     block_min = np.empty(-(-n // 64), dtype=np.int32)  # argmin32's, for finalists
     argmin32(scores, block_min)  # and for predicted_rows' first guess
-    moved = np.empty(NEAR, dtype=np.float32)
+    moved = np.empty(near.shape[0], dtype=np.float32)
     while i < k:
         passes += 1
         if ahead.shape[0] > 0:

@@ -67,6 +67,9 @@ PASSES_PER_PICK = {0: 1.0, 1: 0.55, 4: 0.47}
 #: (each a float64 read of a feature row): 10 000×512, plan (1, 1) against (2, 1), cost
 #: 15–25 % more per herding here for a pass only 5 % narrower.
 ONE_DIGIT_COST = 1.2
+#: At most this many rows of smallest score (a quarter to all of them) are moved by the last
+#: pick to guess the next one (``_int8_kernels.predicted_rows``).
+NEAR = 64
 WIDTHS = (1, 2, 3, 6)  # digit rows per pass: the plans' sums
 _VNNI_CHECKED: list[bool] = []  # process-wide: the VNNI sums matched numpy's once
 _HOST_VNNI: list[bool] = []  # process-wide: whether this CPU has AVX-512 VNNI (asked once)
@@ -305,6 +308,7 @@ class VnniScores(Int8Rows):
         n = x32.shape[0]
         self._kernel, self._herd, self._pass = int8_scores, herd, int8_pass
         self._predict, self._argmin = predicted_rows, argmin32
+        self._probe_gap = np.zeros(1)  # guess_seconds' score gap, kept between its calls
         self.qb = self.q.numpy().reshape(self.q.shape[0], self.q.shape[1], 16, 4)
         self.scale2 = 2 * self.padded_scales.astype(np.float64)
         self._est = self.padded_sq.copy()  # the look-ahead's first guess: smallest ‖y‖²
@@ -332,7 +336,8 @@ class VnniScores(Int8Rows):
                   CHAIN if self.look_ahead else 1, self.query_digits)  # fmt: skip
         self._arrays = (self.qb, self.padded_offset, self.scale2, self.padded_sq, self.res2,
                         self.yh2, self._digits, self._sums, self._est, self._ahead,
-                        self._norms, self._gap, consts)  # fmt: skip
+                        self._norms, self._gap, np.empty(NEAR, dtype=np.int64),
+                        consts)  # fmt: skip
 
     def _check_kernel(self, row_sums: Any, m: int) -> None:
         """Refuse an instruction whose sums differ from numpy's (another CPU, a new LLVM):
@@ -360,15 +365,17 @@ class VnniScores(Int8Rows):
 
     def guess_seconds(self) -> float:
         """Seconds of the look-ahead's guess after a pick without a column
-        (``_int8_kernels.predicted_rows``): a few reads of the scores and ~64 int8 rows."""
+        (``_int8_kernels.predicted_rows``): a few reads of the scores and ~64 int8 rows —
+        with the score gap a previous call found, as in :meth:`herd` (found afresh, it
+        takes a few more reads)."""
         n = self.sq.shape[0]
-        near, moved = np.empty(64, dtype=np.int64), np.empty(64, dtype=np.float32)
-        out, gap = np.zeros(1, dtype=np.int64), np.zeros(1)
+        near, moved = np.empty(NEAR, dtype=np.int64), np.empty(NEAR, dtype=np.float32)
+        out = np.zeros(1, dtype=np.int64)
         block_min = np.empty(-(-n // 64), dtype=np.int32)
         start = time.perf_counter()
         self._argmin(self.padded_sq[:n], block_min)  # as each step of herd does before
         self._predict(self.padded_sq[:n], block_min, self.padded_sq, self.qb, self.scale2, 0,
-                      gap, near, moved, out)  # fmt: skip
+                      self._probe_gap, near, moved, out)  # fmt: skip
         return time.perf_counter() - start
 
     def best_plan(self) -> tuple[int, int]:
@@ -382,7 +389,7 @@ class VnniScores(Int8Rows):
             for width in WIDTHS:
                 seconds[width].append(self.pass_seconds(width))
         best = {w: min(v) for w, v in seconds.items()}
-        guess = min(self.guess_seconds() for _ in range(3))
+        guess = min(self.guess_seconds() for _ in range(4))  # the first finds the gap
 
         def cost(plan: tuple[int, int]) -> float:
             digits, ahead = plan
@@ -435,5 +442,7 @@ def vnni_usable(n: int, d: int) -> bool:
         return False  # numba told to target another CPU, or not to compile
     if not _HOST_VNNI:  # ~0.2 ms a call: asked once
         features = llvm.get_host_cpu_features()
-        _HOST_VNNI.append(all(features.get(f, False) for f in ("avx512f", "avx512bw", "avx512vnni")))
+        _HOST_VNNI.append(
+            all(features.get(f, False) for f in ("avx512f", "avx512bw", "avx512vnni"))
+        )
     return _HOST_VNNI[0] and -(-d // 64) * 64 * 255 * 128 < 2**31 and n > 0 and d > 0
