@@ -59,10 +59,11 @@ CHAIN = 4  # VNNI look-ahead: at most this many picks per pass (the bound grows 
 #: The VNNI pass's plans, ``(query digits, look-ahead rows)``: a pass reads the int8 rows once
 #: and sums them against ``query digits + look-ahead rows`` digit rows (1, 2, 3 or 6).
 PLANS = ((1, 0), (1, 1), (2, 1), (2, 4))
-#: Passes per pick with that many look-ahead rows (herding 200 of 10 000 Gaussian and
-#: relu-like rows, d = 128 and 512, counted with ``VnniScores.passes``): what the probe
-#: weighs a pass's measured time by.
-PASSES_PER_PICK = {0: 1.0, 1: 0.55, 4: 0.47}
+#: Passes per pick with that many look-ahead rows: what the probe weighs a pass's measured
+#: time by. Herding 200 of 10 000 Gaussian and relu-like rows counted with
+#: ``VnniScores.passes``: one row 0.53–0.54 at d = 512, 0.60–0.62 at d = 128; four rows
+#: 0.45 and 0.56–0.58 (the averages here).
+PASSES_PER_PICK = {0: 1.0, 1: 0.57, 4: 0.5}
 #: A one-digit query's looser bound leaves more rows to re-score, most of all after a move
 #: (each a float64 read of a feature row): 10 000×512, plan (1, 1) against (2, 1), cost
 #: 15–25 % more per herding here for a pass only 5 % narrower.
