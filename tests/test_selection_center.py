@@ -161,3 +161,21 @@ def test_chunked_herding_from_a_reader_is_herding_order():
     np.testing.assert_array_equal(
         exact_herding_chunked(Reader(x), 300, chunk_rows=1999), herding_order(x, 300)
     )
+
+
+@pytest.mark.parametrize("n, d, kernel", [(20000, 37, True), (3000, 512, True), (50, 7, False)])
+def test_the_mean_and_the_largest_row_norm_come_from_one_read(monkeypatch, n, d, kernel):
+    from memstore.selection.center import mean_and_max_norm2
+
+    if not kernel:
+        monkeypatch.setitem(center._VERDICT, "width", 0)  # torch.mean and a second read
+    x = np.random.default_rng(d).standard_normal((n, d), dtype=np.float32) * 3
+    x[n // 3] *= 4  # one row far longer than the rest
+    mean, norm2 = mean_and_max_norm2(x)
+    assert _same_bits(mean, _torch(x))
+    exact = (x.astype(np.float64) ** 2).sum(axis=1)  # the squares are exact in float64
+    assert int(np.argmax(exact)) == n // 3
+    assert norm2 == pytest.approx(exact.max(), rel=1e-13)
+    assert norm2 >= np.einsum("ij,ij->i", x, x).max() * (1 - 1e-6)  # the float32 sums' max
+    with pytest.raises(ValueError, match="without norms=True"):
+        _ = TorchMean(n, d, 8).max_norm2

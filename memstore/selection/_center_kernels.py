@@ -42,9 +42,25 @@ def _close_lanes(lanes, lo, hi):
 
 
 @numba.njit(cache=True, nogil=True)
-def add_rows(x, i0, n, n_cascade, acc, lanes):
+def row_norm2(row):
+    """``‖row‖²`` of a float32 row, in float64 (each square exact, eight interleaved sums)."""
+    d = row.shape[0]
+    parts = np.zeros(8)
+    for part in range(d // 8):
+        for u in range(8):
+            v = np.float64(row[8 * part + u])
+            parts[u] += v * v
+    for c in range(d - d % 8, d):
+        parts[0] += np.float64(row[c]) * np.float64(row[c])
+    return parts.sum()
+
+
+@numba.njit(cache=True, nogil=True)
+def add_rows(x, i0, n, n_cascade, acc, lanes, norm2):
     """Rows ``i0 …`` of an ``[N, d]`` float32 sum: columns ``< n_cascade`` into the one-cascade
-    state ``acc`` (levels × d), the rest into ``row_sum``'s four lane cascades."""
+    state ``acc`` (levels × d), the rest into ``row_sum``'s four lane cascades; and, when
+    ``norm2`` has a slot, the largest ``‖row‖²`` so far into ``norm2[0]`` (while the row is
+    in cache: no second read of ``x``)."""
     m, d = x.shape
     pa = max(4, (1 if n <= 2 else _bit_length(n - 1)) // _LEVELS)
     quads = n // 4
@@ -54,6 +70,8 @@ def add_rows(x, i0, n, n_cascade, acc, lanes):
     for r in range(m):
         i = i0 + r
         row = x[r]
+        if norm2.shape[0] > 0:
+            norm2[0] = max(norm2[0], row_norm2(row))
         a0 = acc[0]
         for c in range(n_cascade):
             a0[c] += row[c]

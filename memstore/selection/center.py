@@ -29,6 +29,7 @@ from .readers import iter_blocks
 
 __all__ = [
     "torch_mean",
+    "mean_and_max_norm2",
     "reader_mean",
     "stream_mean",
     "TorchMean",
@@ -58,11 +59,19 @@ class TorchMean:
 
     exact = True  # torch's bits (see Float64Mean)
 
-    def __init__(self, n: int, d: int, width: int) -> None:
+    def __init__(self, n: int, d: int, width: int, norms: bool = False) -> None:
         self.n, self.d, self.rows = int(n), int(d), 0
         self.n_cascade = _cascade_columns(self.d, width)
         self._acc = np.zeros((_LEVELS, self.d), dtype=np.float32)
         self._lanes = np.zeros((4, _LEVELS, self.d), dtype=np.float32)
+        self._norm2 = np.zeros(1 if norms else 0)  # with norms: the largest ‖row‖² so far
+
+    @property
+    def max_norm2(self) -> float:
+        """The largest ``‖row‖²`` added (float64 sums of exact squares); needs ``norms``."""
+        if self._norm2.shape[0] == 0:
+            raise ValueError("TorchMean was made without norms=True: no row norms kept.")
+        return float(self._norm2[0])
 
     def add(self, block: np.ndarray) -> None:
         """Add the next rows (after those already added). Cost: one read of ``block``."""
@@ -76,7 +85,7 @@ class TorchMean:
             raise ValueError(f"TorchMean got more than the {self.n} rows it was made for.")
         from ._center_kernels import add_rows
 
-        add_rows(block, self.rows, self.n, self.n_cascade, self._acc, self._lanes)
+        add_rows(block, self.rows, self.n, self.n_cascade, self._acc, self._lanes, self._norm2)
         self.rows += m
 
     def result(self) -> np.ndarray:
@@ -146,6 +155,23 @@ def torch_mean(features: np.ndarray) -> np.ndarray:
     acc = TorchMean(n, d, width)
     acc.add(features)
     return acc.result()
+
+
+def mean_and_max_norm2(features: np.ndarray) -> tuple[np.ndarray, float]:
+    """:func:`torch_mean` and the largest squared row norm (float64 sums of the float32
+    rows' exact squares), in the one read of ``features`` the kernel makes; where it does
+    not apply, ``torch.mean`` and a second read."""
+    n, d = features.shape
+    width = 0
+    if features.dtype == np.float32 and features.flags.c_contiguous and d >= 2:
+        if n * d >= MIN_ELEMENTS:
+            width = fast_mean_available()
+    if not width:
+        x64 = np.einsum("ij,ij->i", features, features, dtype=np.float64)
+        return torch.from_numpy(features).mean(dim=0).numpy(), float(x64.max(initial=0.0))
+    acc = TorchMean(n, d, width, norms=True)
+    acc.add(features)
+    return acc.result(), acc.max_norm2
 
 
 class Float64Mean:

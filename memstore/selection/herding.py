@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .center import stream_mean, torch_mean
+from .center import mean_and_max_norm2, stream_mean
 from .kernels import KERNELS, make_scores
 from .readers import (
     DEFAULT_CHUNK_ROWS,
@@ -111,12 +111,12 @@ def herding_order(features: np.ndarray, k: int, *, kernel: str | None = None) ->
         return picks
     x32 = np.ascontiguousarray(features, dtype=np.float32)
     xt = torch.from_numpy(x32)
-    center_t = torch.from_numpy(torch_mean(x32))  # the reference's center, last bit included
-    c32 = center_t.numpy()
+    # the reference's center, last bit included, and max ‖x_j‖² from the same read of x
+    c32, xsq = mean_and_max_norm2(x32)
+    center_t = torch.from_numpy(c32)
     c64 = c32.astype(np.float64)
     cn = float(c64 @ c64) ** 0.5
-    xsq = float(np.einsum("ij,ij->i", x32, x32).max())
-    xmax = (xsq * (1 + gamma(d + 2))) ** 0.5 * (1 + U32)
+    xmax = (xsq * (1 + gamma(d + 2))) ** 0.5 * (1 + U32)  # float64 sums: well inside
     scores = None  # outside the rounding argument below, every pick runs the reference's loop
     if d <= _MAX_D and xmax < _MAX_NORM:
         scores = make_scores(xt, c32, xmax, k, kernel)
