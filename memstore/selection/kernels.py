@@ -12,7 +12,8 @@ misleads: the probe is cache-resident, real groups are not — one run picked fl
 1.35× a mat-vec per pick instead of ~0.5–1×.) The verdict is cached for the process: it
 affects time, never results.
 
-Kernels measured and not kept (this machine: AVX-512 VNNI, torch 2.13, FAISS 1.15.1):
+Kernels measured and not kept (a Xeon with AVX-512 VNNI, torch 2.13, FAISS 1.15.1; on a Zen 4
+VM later, fbgemm's packing took 16–40 ms and its pass matched memstore's):
 FAISS's 8-bit scalar-quantizer search (direct signed codes) returns distances ~0.4% off at
 ``d >= 64`` — outside any rounding bound, so a checked version was always refused and never
 ran; fbgemm's dynamically quantized ``Linear`` is 2–4× faster per pick than the int8 kernel
