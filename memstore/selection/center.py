@@ -142,14 +142,21 @@ def fast_mean_available() -> int:
     return width
 
 
+def _kernel_width(features: np.ndarray) -> int:
+    """The kernel's vector width for an in-RAM array, 0 where torch.mean itself is used
+    (not C-contiguous float32, ``d < 2``, fewer than :data:`MIN_ELEMENTS`, no kernel here)."""
+    n, d = features.shape
+    if features.dtype == np.float32 and features.flags.c_contiguous and d >= 2:
+        if n * d >= MIN_ELEMENTS:
+            return fast_mean_available()
+    return 0
+
+
 def torch_mean(features: np.ndarray) -> np.ndarray:
     """``torch.from_numpy(features).mean(dim=0).numpy()``, the same bits, in one pass when
     the kernel applies (C-contiguous float32, ``d >= 2``, at least :data:`MIN_ELEMENTS`)."""
     n, d = features.shape
-    width = 0
-    if features.dtype == np.float32 and features.flags.c_contiguous and d >= 2:
-        if n * d >= MIN_ELEMENTS:
-            width = fast_mean_available()
+    width = _kernel_width(features)
     if not width:
         return torch.from_numpy(features).mean(dim=0).numpy()
     acc = TorchMean(n, d, width)
@@ -162,10 +169,7 @@ def mean_and_max_norm2(features: np.ndarray) -> tuple[np.ndarray, float]:
     rows' exact squares), in the one read of ``features`` the kernel makes; where it does
     not apply, ``torch.mean`` and a second read."""
     n, d = features.shape
-    width = 0
-    if features.dtype == np.float32 and features.flags.c_contiguous and d >= 2:
-        if n * d >= MIN_ELEMENTS:
-            width = fast_mean_available()
+    width = _kernel_width(features)
     if not width:
         x64 = np.einsum("ij,ij->i", features, features, dtype=np.float64)
         return torch.from_numpy(features).mean(dim=0).numpy(), float(x64.max(initial=0.0))
