@@ -70,13 +70,8 @@ def test_without_look_ahead_every_pick_takes_a_pass(monkeypatch):
 
 @pytest.mark.parametrize("kind", ["gauss", "relu"])
 def test_moved_scores_stay_within_their_grown_bound(kind):
-    from memstore.selection._int8_kernels import (
-        add_column,
-        ahead_digits,
-        ahead_error,
-        int8_pass,
-        moved_query,
-    )
+    from memstore.selection._int8_kernels import ahead_error, int8_pass
+    from memstore.selection._lookahead_kernels import add_column, ahead_digits, moved_query
 
     x = _data(kind, 700, 80, seed=3)
     c32 = torch.from_numpy(x).mean(dim=0).numpy()
@@ -137,7 +132,8 @@ def test_the_probe_takes_the_plan_of_least_pass_time_per_pick(monkeypatch):
 
 
 def test_the_guess_is_the_smallest_moved_score_among_the_smallest_rows():
-    from memstore.selection._int8_kernels import argmin32, near_rows, predicted_rows
+    from memstore.selection._int8_kernels import argmin32
+    from memstore.selection._lookahead_kernels import near_rows, predicted_rows
 
     x = _data("gauss", 3000, 128, seed=6)
     c32 = x.mean(axis=0)

@@ -296,14 +296,8 @@ class VnniScores(Int8Rows):
     def __init__(
         self, x32: np.ndarray, c32: np.ndarray, xmax: float, plan: tuple[int, int] | None = None
     ) -> None:
-        from ._int8_kernels import (
-            argmin32,
-            herd,
-            int8_pass,
-            int8_scores,
-            predicted_rows,
-            row_sums,
-        )
+        from ._int8_kernels import argmin32, herd, int8_pass, int8_scores, row_sums
+        from ._lookahead_kernels import predicted_rows
 
         super().__init__(x32, c32, xmax, rows_per_line=16)
         n = x32.shape[0]
