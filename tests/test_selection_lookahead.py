@@ -88,7 +88,7 @@ def test_moved_scores_stay_within_their_grown_bound(kind):
             est = s._est  # padded: the look-ahead moves every row
             rows = np.argsort(est[:700], kind="stable")[:4]
             s._ahead[:] = rows
-            ahead_digits(s.qb, s.scale2, s._ahead, s._digits, 2, s._norms)
+            ahead_digits(s.qb, s._ahead, s._digits, 2)
             int8_pass(s.qb, s._digits, s.padded_offset, s._sums)
             coef = s._coef
         p = int(s._ahead[i - 7])  # moves by each of the look-ahead rows in turn
@@ -98,7 +98,7 @@ def test_moved_scores_stay_within_their_grown_bound(kind):
         tn, dn = moved_query(tp, np.sqrt(tp @ tp), tq, cur, c64, i + 1, s_p, s._digits[2 + i - 7])
         assert np.array_equal(tq, (i + 1) * (c64 - cur.astype(np.float64)))
         add_column(est, s._sums[2 + i - 7], s.scale2, s_p)
-        coef = ahead_error(coef, s._norms[i - 7], dn, tn, s.ymax, s.res2max, s.yh2max)
+        coef = ahead_error(coef, np.sqrt(tp @ tp), dn, tn, s.ymax, s.res2max, s.yh2max)
         exact = (y**2).sum(axis=1) - 2 * (y @ tq)
         gap = np.abs(est[:700].astype(np.float64) - exact)
         bound = row_error(s.res2, s.yh2, *coef)

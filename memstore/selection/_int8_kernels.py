@@ -216,13 +216,13 @@ def herd(rows, x, c64, cur32, picks, i, k, limit, out):
     (:func:`add_column`, the bound from :func:`.rounding.ahead_error`); at most ``chain``
     picks per pass.
 
-    ``rows = (qb, offset, scale2, sq, res2, yh2, digits, sums, est, ahead, norms, gap, near,
+    ``rows = (qb, offset, scale2, sq, res2, yh2, digits, sums, est, ahead, gap, near,
     consts)`` are an int8 copy's arrays (:class:`.scores.VnniScores`), ``consts = (g, ymax,
     res2max, yh2max, xmax, cn, chain, qd)``. Returns ``(i, m, passes)``: stopped at pick
     ``i`` with ``m`` finalists — 0 when ``i == k``, ``m > 1`` (in ``out[:m]``) when the
     reference's own expression must decide, -1 when the bound of a pass leaves more than
     ``limit`` rows, -2 when no row has a finite bound — and how many passes it made."""
-    qb, offset, scale2, sq, res2, yh2, digits, sums, est, ahead, norms, gap, near, consts = rows
+    qb, offset, scale2, sq, res2, yh2, digits, sums, est, ahead, gap, near, consts = rows
     g, ymax, res2max, yh2max, xmax, cn, chain, qd = consts
     n, d = x.shape
     scores = est[:n]
@@ -242,7 +242,7 @@ def herd(rows, x, c64, cur32, picks, i, k, limit, out):
                                ahead)  # fmt: skip
             else:
                 smallest_rows(scores, ahead)
-            ahead_digits(qb, scale2, ahead, digits, qd, norms)
+            ahead_digits(qb, ahead, digits, qd)
         tn2 = 0.0
         for c in range(d):
             tp[c] = i * (c64[c] - np.float64(cur32[c]))
@@ -286,7 +286,7 @@ def herd(rows, x, c64, cur32, picks, i, k, limit, out):
             s_p = 0.5 * scale2[p]
             tn_new, dn = moved_query(tp, tn, tq, cur32, c64, i, s_p, digits[qd + slot])
             add_column(est, sums[qd + slot], scale2, s_p)
-            coef = ahead_error(coef, norms[slot], dn, tn_new, ymax, res2max, yh2max)
+            coef = ahead_error(coef, tn, dn, tn_new, ymax, res2max, yh2max)
             pending = -1
             tp[:] = tq
             tn = tn_new

@@ -139,19 +139,15 @@ def predicted_rows(scores, block_min, sq, qb, scale2, p, gap, near, moved, out):
 
 
 @numba.njit(cache=True, nogil=True)
-def ahead_digits(qb, scale2, rows, digits, first, norms):
+def ahead_digits(qb, rows, digits, first):
     """Rows ``rows`` of the int8 copy as digit rows ``first, first + 1, …`` (``q + 128``,
-    uint8) and ``norms[m] >= ‖ŷ‖ = s·‖q‖`` of each: the look-ahead columns of the next pass."""
+    uint8): the look-ahead columns of the next pass."""
     for m in range(rows.shape[0]):
         r = rows[m]
         block, lane = r // 16, r % 16
-        total = 0
         for g in range(qb.shape[1]):
             for t in range(4):
-                v = np.int32(qb[block, g, lane, t])
-                digits[first + m, 4 * g + t] = np.uint8(v + 128)
-                total += v * v
-        norms[m] = 0.5 * scale2[r] * np.sqrt(np.float64(total)) * (1 + 1e-15)
+                digits[first + m, 4 * g + t] = np.uint8(np.int32(qb[block, g, lane, t]) + 128)
 
 
 @numba.njit(cache=True, nogil=True)

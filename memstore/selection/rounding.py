@@ -110,17 +110,20 @@ def digits_error(an: float, rest: float, tn: float) -> tuple[float, float]:
 
 
 def ahead_error(
-    coef: tuple[float, float, float], yn: float, dn: float, tn: float, ym: float,
+    coef: tuple[float, float, float], tn_old: float, dn: float, tn: float, ym: float,
     res2max: float, yh2max: float,
 ) -> tuple[float, float, float]:  # fmt: skip
     """The :func:`row_error` coefficients after scores moved by a look-ahead column.
 
-    ``est_j += 2⟨ŷ_j, ŷ_p⟩`` (exact) follows ``σ'_j`` when ``t'`` moves to ``t' − ŷ_p + δ``
-    up to ``2⟨y_j − ŷ_j, ŷ_p⟩ − 2⟨y_j, δ⟩``: at most ``res2_j·yn + yh2_j·dn`` (``yn >=
-    ‖ŷ_p‖``, ``dn >= ‖δ‖``), so ``a += yn``, ``b += dn``; ``c`` gains the new float32 store
-    (scores now at most ``ym² + 2·ym·tn`` plus the bound, ``tn = ‖t'‖`` after the move) and
-    ``t'`` itself (float64)."""
-    a, b = coef[0] + yn, coef[1] + dn
+    After the fresh pass at ``t'_0`` (query ``â``) and moves by ``ŷ_1 … ŷ_m`` to ``t'_m``
+    (``t'_k = t'_{k-1} − ŷ_k + δ_k``), ``est_j = ‖y_j‖² − 2⟨ŷ_j, â − Σŷ_k⟩`` and
+    ``est_j − σ'_j = 2⟨y_j − ŷ_j, t'_0 − Σŷ_k⟩ + 2⟨ŷ_j, t'_0 − â⟩ + 2Σ⟨y_j, δ_k⟩``, with
+    ``t'_0 − Σŷ_k = t'_m − Σδ_k``: so ``a = ‖t'_m‖ + Σ‖δ_k‖`` (``a − tn_old + tn + dn`` per
+    move, ``tn_old``/``tn`` the query's norm before/after, ``dn >= ‖δ‖``) and ``b += dn`` —
+    not ``a += ‖ŷ_p‖``, which roughly doubled the residual term once the query's norm settles.
+    ``c`` gains the new float32 store (scores now at most ``ym² + 2·ym·tn`` plus the bound)
+    and ``t'`` itself (float64)."""
+    a, b = max(coef[0] - tn_old, 0.0) + tn + dn, coef[1] + dn
     worst = 1.01 * (res2max * a + yh2max * b) + coef[2]  # row_error, inline: numba compiles this
     size = ym * ym + 2 * ym * tn + worst
     return a, b, coef[2] + 2.02 * U32 * size + 1e-14 * ym * tn

@@ -323,7 +323,6 @@ class VnniScores(Int8Rows):
         width = self.query_digits + self.look_ahead
         self._digits, self._sums = self._all_digits[:width], self._all_sums[:width]
         self._ahead = np.zeros(self.look_ahead, dtype=np.int64)
-        self._norms = np.zeros(self._ahead.shape[0])
         self._gap = np.zeros(1)  # predicted_rows' score gap, carried from pass to pass
         self.passes = 0  # full passes over the rows so far (fewer than picks: look-ahead)
         c64 = c32.astype(np.float64)
@@ -331,7 +330,7 @@ class VnniScores(Int8Rows):
                   CHAIN if self.look_ahead else 1, self.query_digits)  # fmt: skip
         self._arrays = (self.qb, self.padded_offset, self.scale2, self.padded_sq, self.res2,
                         self.yh2, self._digits, self._sums, self._est, self._ahead,
-                        self._norms, self._gap, np.empty(NEAR, dtype=np.int64),
+                        self._gap, np.empty(NEAR, dtype=np.int64),
                         consts)  # fmt: skip
 
     def _check_kernel(self, row_sums: Any, m: int) -> None:
