@@ -20,7 +20,9 @@ from . import rounding
 from ._lookahead_kernels import (
     add_column,
     ahead_digits,
-    float_key,
+    bits_key,
+    block_minima,
+    key_at_most,
     moved_query,
     predicted_rows,
     smallest_rows,
@@ -119,31 +121,18 @@ def int8_scores(qb, offset, tp, digits, qd, scale2, sq, sums, est):
 
 @numba.njit(cache=True, nogil=True)
 def argmin32(est, block_min):
-    """The first row of the smallest ``est`` (float32, no NaN), compared as integer keys
-    (:func:`float_key`), and the smallest key of every 64 rows into ``block_min`` (int32,
-    ``⌈N/64⌉``): :func:`finalists` skips the blocks it shows cannot hold a candidate, and the
-    first index is searched only in the first block holding the minimum. One vectorised
-    read of ``est``."""
+    """The first row of the smallest ``est`` (float32, no NaN), compared as integer keys,
+    and the smallest key of every 64 rows into ``block_min`` (int32, ``⌈N/64⌉``, by
+    :func:`._lookahead_kernels.block_minima`): :func:`finalists` skips the blocks it shows
+    cannot hold a candidate, and the first index is searched only in the first block holding
+    the minimum. One vectorised read of ``est``."""
     bits = est.view(np.int32)
     n = bits.shape[0]
-    low = np.int32(0x7FFFFFFF)
-    for b in range(-(-n // 64)):
-        least = np.int32(0x7FFFFFFF)
-        if 64 * b + 64 <= n:  # a fixed trip count: this loop vectorises, a ragged one not
-            for u in range(64):
-                v = bits[64 * b + u]
-                key = np.int32(v ^ ((v >> 31) & np.int32(0x7FFFFFFF)))
-                least = key if key < least else least
-        else:
-            for j in range(64 * b, n):
-                key = np.int32(bits[j] ^ ((bits[j] >> 31) & np.int32(0x7FFFFFFF)))
-                least = key if key < least else least
-        block_min[b] = least
-        low = least if least < low else low
+    low = block_minima(est, block_min)
     for b in range(-(-n // 64)):
         if block_min[b] == low:
             for j in range(64 * b, min(n, 64 * b + 64)):
-                if bits[j] ^ ((bits[j] >> 31) & np.int32(0x7FFFFFFF)) == low:
+                if bits_key(bits[j]) == low:
                     return j
     return 0
 
@@ -177,8 +166,7 @@ def finalists(est, block_min, res2, yh2, coef, thr, pre, x, center, tp, margin, 
     ``‖x_j − center − tp‖²`` and the rows within ``margin`` of the smallest, ascending."""
     a, b, c = coef
     pre32 = np.float32(pre)  # pre carries 4 units of float32 rounding: still above the cut
-    # +0.0's key when pre is zero: a block of +0.0 scores passes est <= -0.0 too
-    top = float_key(pre32) if pre32 != 0 else np.int32(0)
+    top = key_at_most(pre32)
     n, m = est.shape[0], 0
     for block in range(block_min.shape[0]):  # most blocks hold no candidate
         if block_min[block] > top:
