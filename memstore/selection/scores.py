@@ -66,7 +66,7 @@ PLANS = ((1, 0), (1, 1), (2, 1), (2, 4))
 PASSES_PER_PICK = {0: 1.0, 1: 0.57, 4: 0.5}
 #: A one-digit query's looser bound leaves more rows to re-score, most of all after a move
 #: (each a float64 read of a feature row): 10 000×512, plan (1, 1) against (2, 1), cost
-#: 15–25 % more per herding here for a pass only 5 % narrower.
+#: 9–27 % more per herding here (four same-process timings) for a pass only 5 % narrower.
 ONE_DIGIT_COST = 1.2
 #: At most this many rows of smallest score (a quarter to all of them) are moved by the last
 #: pick to guess the next one (``_int8_kernels.predicted_rows``).
@@ -434,7 +434,7 @@ def vnni_usable(n: int, d: int) -> bool:
         return False
     if numba.config.CPU_NAME or numba.config.CPU_FEATURES or numba.config.DISABLE_JIT:
         return False  # numba told to target another CPU, or not to compile
-    if not _HOST_VNNI:  # ~0.2 ms a call: asked once
+    if not _HOST_VNNI:  # ~0.4 ms a call (cProfile): asked once
         features = llvm.get_host_cpu_features()
         _HOST_VNNI.append(
             all(features.get(f, False) for f in ("avx512f", "avx512bw", "avx512vnni"))
