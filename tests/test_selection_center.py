@@ -179,3 +179,14 @@ def test_the_mean_and_the_largest_row_norm_come_from_one_read(monkeypatch, n, d,
     assert norm2 >= np.einsum("ij,ij->i", x, x).max() * (1 - 1e-6)  # the float32 sums' max
     with pytest.raises(ValueError, match="without norms=True"):
         _ = TorchMean(n, d, 8).max_norm2
+
+
+def test_an_infinite_feature_gives_an_infinite_largest_norm():
+    """The norm kernel reassociates its sum but keeps inf (no ``ninf``): herding's callers
+    refuse the bound on an inf norm rather than trust a finite one."""
+    from memstore.selection.center import mean_and_max_norm2
+
+    x = np.random.default_rng(3).standard_normal((3000, 64), dtype=np.float32)
+    x[1234, 17] = np.inf
+    _, norm2 = mean_and_max_norm2(x)
+    assert norm2 == np.inf
