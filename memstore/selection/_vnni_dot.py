@@ -1,10 +1,11 @@
-"""The AVX-512 VNNI instruction behind :mod:`._int8_kernels`, emitted as LLVM IR by numba.
+"""The blocked int8 copy's LLVM IR kernels behind :mod:`._int8_kernels`, emitted by numba.
 
 LLVM does not turn a plain ``uint8 × int8`` loop into VNNI here (it emits widening multiplies,
 ~2× slower), so :func:`columns_dot` calls ``llvm.x86.avx512.vpdpbusd.512`` itself: 64 byte
 products summed into 16 int32 lanes per instruction, exact. Only compiled after the caller has
 checked that this CPU has AVX-512 VNNI and numba targets it (an unsupported instruction would
-stop LLVM, not raise).
+stop LLVM, not raise). :func:`transpose16` writes a line of 16 quantised rows into that
+layout: LLVM leaves the plain loop scalar.
 """
 
 from llvmlite import ir
@@ -12,7 +13,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["columns_dot", "dot1x16", "dot2x16", "dot3x16", "dot6x16"]
+__all__ = ["columns_dot", "dot1x16", "dot2x16", "dot3x16", "dot6x16", "transpose16"]
 
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
@@ -112,3 +113,42 @@ dot1x16 = columns_dot(1, 4)  # one digit of the query (where the pass computes)
 dot2x16 = columns_dot(2, 4)  # the query's two digits, or one and a candidate row
 dot3x16 = columns_dot(3, 2)  # the query's two digits and one candidate row (look-ahead)
 dot6x16 = columns_dot(6, 1)  # the query's two digits and four candidate rows
+
+
+@intrinsic
+def transpose16(typingctx, src, dst, tile):  # noqa: ANN201 (a numba intrinsic)
+    """``dst[16·tile + c, r] = src[r, 16·tile + c]`` for ``r, c < 16``: one 16×16 tile of int32
+    (``src`` ``[16, W]``, ``dst`` ``[W, 16]``, both C-contiguous), in 16 loads, 64 two-register
+    shuffles and 16 stores — the scalar loop took ~2 instructions a word, a third of the int8
+    copy's time at 10 000×128."""
+    sig = types.void(src, dst, tile)
+
+    def codegen(context, builder, signature, args):
+        sa = context.make_array(signature.args[0])(context, builder, args[0])
+        da = context.make_array(signature.args[1])(context, builder, args[1])
+        src_row = cgutils.unpack_tuple(builder, sa.strides, 2)[0]
+        dst_row = cgutils.unpack_tuple(builder, da.strides, 2)[0]
+        src_at = builder.add(
+            builder.ptrtoint(sa.data, _I64), builder.mul(args[2], ir.Constant(_I64, 64))
+        )
+        first = builder.mul(args[2], ir.Constant(_I64, 16))  # the tile's first dst row
+        dst_at = builder.add(builder.ptrtoint(da.data, _I64), builder.mul(first, dst_row))
+        rows = []
+        for r in range(16):
+            at = builder.add(src_at, builder.mul(src_row, ir.Constant(_I64, r)))
+            rows.append(builder.load(builder.inttoptr(at, _V16.as_pointer()), align=4))
+        # swap the off-diagonal b×b blocks of every 2b×2b block, b = 8, 4, 2, 1: the transpose
+        for b in (8, 4, 2, 1):
+            low = ir.Constant(_V16, [c if c & b == 0 else 16 + c - b for c in range(16)])
+            high = ir.Constant(_V16, [c + b if c & b == 0 else 16 + c for c in range(16)])
+            for i in (r for r in range(16) if not r & b):
+                rows[i], rows[i + b] = (
+                    builder.shuffle_vector(rows[i], rows[i + b], low),
+                    builder.shuffle_vector(rows[i], rows[i + b], high),
+                )
+        for r in range(16):
+            at = builder.add(dst_at, builder.mul(dst_row, ir.Constant(_I64, r)))
+            builder.store(rows[r], builder.inttoptr(at, _V16.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
