@@ -140,3 +140,25 @@ def test_int8_first_pass_keeps_the_reference_picks(kind, features):
     x = np.ascontiguousarray(features, np.float32)
     expected = herding_order(torch.from_numpy(x))
     assert fast_herding(x, k, kernel="torch-int8").tolist() == expected[:k]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_reference_pick_has_the_reference_expressions_bits(seed):
+    # The candidates' distances, computed by the reference's own torch expression, against
+    # reference_pick's numpy steps: the same pick, and the same distances bit for bit.
+    from memstore.selection.herding import reference_pick
+
+    rng = np.random.default_rng(seed)
+    d = [3, 64, 100, 512, 7, 1000][seed]
+    rows = (rng.standard_normal((9, d)) * 10.0 ** rng.integers(-3, 4)).astype(np.float32)
+    rows[4] = rows[1]  # an exact tie: the first wins
+    center = rows.mean(axis=0) + np.float32(1e-3)
+    for i in (0, 1, 5, 199, 12_345):
+        cur = (center + rng.standard_normal(d).astype(np.float32) * 0.1).astype(np.float32)
+        ct, rt, ce = torch.from_numpy(cur), torch.from_numpy(rows), torch.from_numpy(center)
+        expected = pow(ct * i / (i + 1) + rt / (i + 1) - ce, 2).sum(dim=1)
+        assert reference_pick(cur, rows, i, center) == int(torch.argmin(expected))
+        step = np.float32(i + 1)
+        ours = (rows / step + cur * np.float32(i) / step - center) ** 2
+        assert torch.equal(torch.from_numpy(ours).sum(dim=1), expected)
+    assert reference_pick(center, rows[4:5], 3, center) == 0

@@ -55,17 +55,25 @@ _MAX_NORM = 1e18  # beyond, the reference's float32 distances may overflow
 
 
 # -- the reference's decision among near-ties ---------------------------------------------------
-def reference_pick(cur32: np.ndarray, rows: torch.Tensor, i: int, center: torch.Tensor) -> int:
+def reference_pick(cur32: np.ndarray, rows: np.ndarray, i: int, center32: np.ndarray) -> int:
     """Which of the candidate ``rows`` (float32, ascending row order) the reference picks.
 
     The reference's own float32 expression ``pow(cur·i/(i+1) + x/(i+1) − center, 2).sum(1)``
-    and its ``argmin`` (first on ties); a single candidate is returned as is.
+    and its ``argmin`` (first on ties); a single candidate is returned as is. The elementwise
+    steps are numpy's (one correctly rounded float32 operation each, as torch's are: the
+    same bits, ~4× cheaper on a few rows than torch's dispatch); the sum over a row, whose
+    order is torch's own, is torch's.
     """
     if rows.shape[0] == 1:
         return 0
-    candidate_centers = torch.from_numpy(cur32) * i / (i + 1) + rows / (i + 1)
-    distances = pow(candidate_centers - center, 2).sum(dim=1)
-    return int(torch.argmin(distances))
+    step = np.float32(i + 1)
+    moved = cur32 * np.float32(i)
+    moved /= step
+    candidates = rows / step
+    candidates += moved
+    candidates -= center32
+    candidates *= candidates  # torch's pow(·, 2) is this one product
+    return int(torch.from_numpy(candidates).sum(dim=1).numpy().argmin())
 
 
 def herding_order(features: np.ndarray, k: int, *, kernel: str | None = None) -> np.ndarray:
@@ -113,7 +121,6 @@ def herding_order(features: np.ndarray, k: int, *, kernel: str | None = None) ->
     xt = torch.from_numpy(x32)
     # the reference's center, last bit included, and max ‖x_j‖² from the same read of x
     c32, xsq = mean_and_max_norm2(x32)
-    center_t = torch.from_numpy(c32)
     c64 = c32.astype(np.float64)
     cn = float(c64 @ c64) ** 0.5
     xmax = (xsq * (1 + gamma(d + 2))) ** 0.5 * (1 + U32)  # float64 sums: well inside
@@ -145,7 +152,7 @@ def herding_order(features: np.ndarray, k: int, *, kernel: str | None = None) ->
             continue
         p = int(cand[0])
         if len(cand) > 1:
-            p = int(cand[reference_pick(cur32, xt[torch.from_numpy(cand)], i, center_t)])
+            p = int(cand[reference_pick(cur32, x32[cand], i, c32)])
         picks[i] = p
         taken[p] = True
         if scores is not None:
@@ -273,7 +280,7 @@ def exact_herding_chunked(
         final = np.concatenate(kept_s) <= thr
         cand = np.concatenate(kept_rows)[final]
         cand_x = np.concatenate(kept_x)[final]
-        j = reference_pick(cur32, torch.from_numpy(cand_x), i, center_t)
+        j = reference_pick(cur32, cand_x, i, center_t.numpy())
         picks[i] = cand[j]
         taken[cand[j]] = True
         advance_center(cur32, cand_x[j], i)
