@@ -212,6 +212,33 @@ def test_argmin32_is_the_first_smallest_with_negative_zero_below_zero(n):
 
 
 @needs_vnni
+@pytest.mark.parametrize("d", [1, 7, 64, 513])
+def test_float64_rescoring_is_within_its_share_of_the_margin(d):
+    # Summed in any order (reassoc): within γ_{d+6}·Σ(|r|+|c|+|t|)² of the exact value (the
+    # form of near_tie_margin's float64 term), and an inf stays inf.
+    from fractions import Fraction
+
+    from memstore.selection._int8_kernels import float64_score
+
+    rng = np.random.default_rng(d)
+    for scale in (1e-3, 1.0, 1e6):
+        row = (rng.standard_normal(d) * scale).astype(np.float32)
+        center, tp = rng.standard_normal(d) * scale, rng.standard_normal(d) * scale
+        exact = sum(
+            (Fraction(float(r)) - Fraction(float(c)) - Fraction(float(t))) ** 2
+            for r, c, t in zip(row, center, tp, strict=True)
+        )
+        got = float64_score(row, center, tp)
+        gamma = (d + 6) * 2.0**-53 / (1 - (d + 6) * 2.0**-53)
+        size = sum(
+            (abs(float(r)) + abs(c) + abs(t)) ** 2 for r, c, t in zip(row, center, tp, strict=True)
+        )
+        assert abs(Fraction(got) - exact) <= Fraction(gamma * size)
+    row[d // 2] = np.inf
+    assert float64_score(row, center, tp) == np.inf
+
+
+@needs_vnni
 def test_the_sums_check_refuses_a_kernel_off_by_one_in_any_width():
     from memstore.selection import scores
     from memstore.selection._int8_kernels import row_sums
