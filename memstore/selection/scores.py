@@ -374,16 +374,17 @@ class VnniScores(Int8Rows):
 
     def best_plan(self) -> tuple[int, int]:
         """The plan of least expected pass time per pick here: each width's pass timed
-        (best of three, interleaved), plus the look-ahead's guess, weighted by
+        (best of five, interleaved: with three, one noisy process here took ``(1, 0)`` at
+        10 000 × 128, ~4 % dearer), plus the look-ahead's guess, weighted by
         :data:`PASSES_PER_PICK`. Where the pass waits on memory the wider ones ride nearly
         free (six rows ~1.05× two at 10 000 × 512 on a Xeon: ``(2, 4)``); where it computes
         they cost in proportion, and one look-ahead row still halves the passes."""
         seconds: dict[int, list[float]] = {w: [] for w in WIDTHS}
-        for _ in range(3):
+        for _ in range(5):
             for width in WIDTHS:
                 seconds[width].append(self.pass_seconds(width))
         best = {w: min(v) for w, v in seconds.items()}
-        guess = min(self.guess_seconds() for _ in range(4))  # the first finds the gap
+        guess = min(self.guess_seconds() for _ in range(6))  # the first finds the gap
 
         def cost(plan: tuple[int, int]) -> float:
             digits, ahead = plan
