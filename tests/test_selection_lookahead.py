@@ -156,7 +156,7 @@ def test_the_guess_is_the_smallest_moved_score_among_the_smallest_rows():
     p = int(np.argmax(est < np.inf))
     out, moved = np.zeros(1, dtype=np.int64), np.empty(64, dtype=np.float32)
     m = near_rows(est, block_min, gap, near)
-    predicted_rows(est, block_min, sq, s.qb, s.scale2, p, gap, near, moved, out)
+    predicted_rows(est, block_min, sq, s.qb, s.padded_offset, s.scale2, p, gap, near, moved, out)
     q = s.qb.transpose(0, 2, 1, 3).reshape(-1, 128)[:3000]  # row-major int8 codes
     scale = 0.5 * s.scale2[:3000]
     rows = np.array([j for j in near[:m] if sq[j] < np.inf])

@@ -276,3 +276,25 @@ def test_finalists_skip_only_blocks_that_hold_no_candidate(cut):
     m = finalists(est, block_min, zeros, zeros, (0.0, 0.0, 0.0), cut, cut, x, center, tp,
                   np.inf, 300, out)  # fmt: skip
     assert sorted(out[:m].tolist()) == np.flatnonzero(est <= np.float32(cut)).tolist()
+
+
+@needs_vnni
+@pytest.mark.parametrize("d", [64, 2048])
+def test_the_row_dot_is_exact_at_the_extremes(d):
+    # One row of the blocked copy against one digit row, by gathers: exact int32 sums at
+    # the largest magnitudes (127·255·d), every row of a part block.
+    import numba
+
+    from memstore.selection._vnni_dot import row_dot
+
+    @numba.njit
+    def dots(qb, digits, n):
+        return [row_dot(qb, j, digits) for j in range(n)]
+
+    rng = np.random.default_rng(d)
+    q = rng.choice(np.array([-127, 127, 0, 1], dtype=np.int8), size=(43, d))
+    q[0], q[42] = 127, -127
+    for digits in (rng.integers(0, 256, d, dtype=np.uint8), np.full(d, 255, dtype=np.uint8)):
+        expected = q.astype(np.int64) @ digits.astype(np.int64)
+        assert dots(_blocked(q), digits, 43) == expected.tolist()
+    assert expected[42] == -127 * 255 * d

@@ -243,8 +243,8 @@ def herd(rows, x, c64, cur32, picks, i, k, limit, out):
         passes += 1
         if ahead.shape[0] > 0:
             if pending >= 0:
-                predicted_rows(scores, block_min, sq, qb, scale2, pending, gap, near, moved,
-                               ahead)  # fmt: skip
+                predicted_rows(scores, block_min, sq, qb, offset, scale2, pending, gap, near,
+                               moved, ahead)  # fmt: skip
             else:
                 smallest_rows(scores, ahead)
             ahead_digits(qb, ahead, digits, qd)

@@ -3,14 +3,19 @@ keys and their 64-row block minima (:func:`bits_key`, :func:`key_at_most`,
 :func:`block_minima`, which the argmin shares), which rows' columns a pass
 computes (:func:`predicted_rows`, :func:`smallest_rows`), their digit rows
 (:func:`ahead_digits`), and the scores and query after a pick whose column was computed
-(:func:`add_column`, :func:`moved_query`). Plain numpy and numba, no VNNI; compiled on first use
-and cached on disk (``cache=True``). None is ``fastmath``: numba compiles a ``fastmath``
+(:func:`add_column`, :func:`moved_query`). Plain numpy and numba, but for the VNNI row dot
+of :func:`predicted_rows` (:mod:`._vnni_dot`; :class:`.scores.VnniScores` alone calls it,
+after its check of the CPU); compiled on first use and cached on disk (``cache=True``: after
+editing :mod:`._vnni_dot` in a checkout, delete ``__pycache__/_lookahead_kernels*.nb*``
+too). None is ``fastmath``: numba compiles a ``fastmath``
 function's callees with its flags, and ``nnan``/``ninf`` then fold away their tests against
 ``inf`` (an ``== inf`` in :func:`near_rows` did, once).
 """
 
 import numba
 import numpy as np
+
+from ._vnni_dot import row_dot
 
 
 @numba.njit(cache=True, nogil=True)
@@ -139,28 +144,21 @@ def near_rows(est, block_min, gap, near):
 
 
 @numba.njit(cache=True, nogil=True)
-def predicted_rows(scores, block_min, sq, qb, scale2, p, gap, near, moved, out):
+def predicted_rows(scores, block_min, sq, qb, offset, scale2, p, gap, near, moved, out):
     """The ``len(out)`` rows likeliest to be the next pick after ``p``, whose column the last
     pass did not compute: the rows of smallest score (:func:`near_rows`), each moved by
     ``2⟨ŷ_j, ŷ_p⟩`` from the int8 copy (which the pass just read: in cache, unlike the
     features), smallest first. Only a guess of which columns the next pass computes: it
-    never decides a pick. Cost: ~64 int8 rows, not a pass."""
+    never decides a pick. Cost: ~64 int8 rows (:func:`._vnni_dot.row_dot` against ``q_p +
+    128``, minus ``offset_j = 128·Σ q_j``: the exact integer ``⟨q_j, q_p⟩``), not a pass."""
     m = near_rows(scores, block_min, gap, near)
-    groups = qb.shape[1]
-    qp = np.empty((groups, 4), dtype=np.int32)
-    bp, lp = p // 16, p % 16
-    for g in range(groups):
-        for t in range(4):
-            qp[g, t] = qb[bp, g, lp, t]
+    digits = np.empty(4 * qb.shape[1], dtype=np.uint8)
+    ahead_digits(qb, np.array([p]), digits.reshape(1, -1), 0)
     for r in range(m):
         j = near[r]
         moved[r] = np.inf
         if sq[j] < np.inf:  # a row picked in Python still has a score here: never a guess
-            bj, lj = j // 16, j % 16
-            dot = np.int32(0)
-            for g in range(groups):
-                for t in range(4):
-                    dot += np.int32(qb[bj, g, lj, t]) * qp[g, t]
+            dot = row_dot(qb, j, digits) - offset[j]
             moved[r] = np.float32(scores[j] + scale2[j] * 0.5 * scale2[p] * np.float64(dot))
     smallest_rows(moved[:m], out)
     for s in range(out.shape[0]):

@@ -4,8 +4,9 @@ LLVM does not turn a plain ``uint8 × int8`` loop into VNNI here (it emits widen
 ~2× slower), so :func:`columns_dot` calls ``llvm.x86.avx512.vpdpbusd.512`` itself: 64 byte
 products summed into 16 int32 lanes per instruction, exact. Only compiled after the caller has
 checked that this CPU has AVX-512 VNNI and numba targets it (an unsupported instruction would
-stop LLVM, not raise). :func:`transpose16` writes a line of 16 quantised rows into that
-layout: LLVM leaves the plain loop scalar.
+stop LLVM, not raise). :func:`row_dot` is one row's sum against one digit row (the
+look-ahead's guess), by gathers; :func:`transpose16` writes a line of 16 quantised rows into
+that layout: LLVM leaves both plain loops scalar.
 """
 
 from llvmlite import ir
@@ -23,6 +24,7 @@ __all__ = [
     "dot2x32",
     "dot3x32",
     "dot6x32",
+    "row_dot",
     "transpose16",
 ]
 
@@ -138,6 +140,61 @@ def columns_dot(columns: int, blocks: int):  # noqa: ANN201 (a numba intrinsic)
 # or 4 look-ahead rows): two blocks a call, and one for an odd last block.
 dot1x32, dot2x32, dot3x32, dot6x32 = (columns_dot(w, 2) for w in (1, 2, 3, 6))
 dot1x16, dot2x16, dot3x16, dot6x16 = (columns_dot(w, 1) for w in (1, 2, 3, 6))
+
+
+@intrinsic
+def row_dot(typingctx, qb, j, digits):  # noqa: ANN201 (a numba intrinsic)
+    """``Σ_c digits[c]·q_j[c]`` (int32, exact): row ``j`` of the blocked copy ``qb`` against one
+    digit row (uint8 ``[D]``, ``D = 4·qb.shape[1]``). Row ``j``'s four bytes of each group lie
+    64 bytes apart, so each ``vpdpbusd`` takes 16 groups' words by one gather and the digits'
+    64 contiguous bytes: 3.4 → 1.8 µs for 59 rows at d = 128, 14.1 → 6.3 at d = 512, against a
+    scalar loop over the bytes."""
+    sig = types.int32(qb, j, digits)
+
+    def codegen(context, builder, signature, args):
+        qa = context.make_array(signature.args[0])(context, builder, args[0])
+        groups = cgutils.unpack_tuple(builder, qa.shape, 4)[1]
+        block_bytes = cgutils.unpack_tuple(builder, qa.strides, 4)[0]
+        block = builder.udiv(args[1], ir.Constant(_I64, 16))
+        lane = builder.urem(args[1], ir.Constant(_I64, 16))
+        row_at = builder.add(
+            builder.ptrtoint(qa.data, _I64),
+            builder.add(builder.mul(block, block_bytes), builder.mul(lane, ir.Constant(_I64, 4))),
+        )
+        da = context.make_array(signature.args[2])(context, builder, args[2])
+        digits_at = builder.ptrtoint(da.data, _I64)
+        pointers = ir.VectorType(_I32.as_pointer(), 16)
+        wide = ir.VectorType(_I64, 16)
+        gather = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(_V16, [pointers, _I32, ir.VectorType(ir.IntType(1), 16), _V16]),
+            "llvm.masked.gather.v16i32.v16p0",
+        )
+        dp = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(_V16, [_V16, _V16, _V16]),
+            "llvm.x86.avx512.vpdpbusd.512",
+        )
+        every = ir.Constant(ir.VectorType(ir.IntType(1), 16), [1] * 16)
+        lines = ir.Constant(wide, [64 * g for g in range(16)])  # 16 groups, one line each
+        acc = cgutils.alloca_once_value(builder, ir.Constant(_V16, [0] * 16))
+        with cgutils.for_range(builder, builder.udiv(groups, ir.Constant(_I64, 16))) as loop:
+            at = builder.add(row_at, builder.mul(loop.index, ir.Constant(_I64, 1024)))
+            one = builder.insert_element(ir.Constant(wide, None), at, ir.Constant(_I32, 0))
+            splat = builder.shuffle_vector(one, one, ir.Constant(_V16, [0] * 16))
+            addresses = builder.inttoptr(builder.add(splat, lines), pointers)
+            words = builder.call(
+                gather, [addresses, ir.Constant(_I32, 4), every, ir.Constant(_V16, None)]
+            )
+            word_at = builder.add(digits_at, builder.mul(loop.index, ir.Constant(_I64, 64)))
+            digit_words = builder.load(builder.inttoptr(word_at, _V16.as_pointer()), align=1)
+            builder.store(builder.call(dp, [builder.load(acc), digit_words, words]), acc)
+        total = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(_I32, [_V16]), "llvm.vector.reduce.add.v16i32"
+        )
+        return builder.call(total, [builder.load(acc)])
+
+    return sig, codegen
 
 
 @intrinsic

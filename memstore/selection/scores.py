@@ -368,8 +368,9 @@ class VnniScores(Int8Rows):
         block_min = np.empty(-(-n // 64), dtype=np.int32)
         start = time.perf_counter()
         self._argmin(self.padded_sq[:n], block_min)  # as each step of herd does before
-        self._predict(self.padded_sq[:n], block_min, self.padded_sq, self.qb, self.scale2, 0,
-                      self._probe_gap, near, moved, out)  # fmt: skip
+        self._predict(self.padded_sq[:n], block_min, self.padded_sq, self.qb,
+                      self.padded_offset, self.scale2, 0, self._probe_gap, near, moved,
+                      out)  # fmt: skip
         return time.perf_counter() - start
 
     def best_plan(self) -> tuple[int, int]:
