@@ -162,3 +162,35 @@ def test_reference_pick_has_the_reference_expressions_bits(seed):
         ours = (rows / step + cur * np.float32(i) / step - center) ** 2
         assert torch.equal(torch.from_numpy(ours).sum(dim=1), expected)
     assert reference_pick(center, rows[4:5], 3, center) == 0
+
+
+def test_separated_pick_decides_only_what_the_reference_would():
+    # Near-tie candidates at relative gaps around the bound: whenever the distances are
+    # bounded apart the pick is the reference's own; duplicates are left to its sums.
+    from memstore.selection.rounding import separated_pick
+
+    rng = np.random.default_rng(5)
+    decided = 0
+    for _ in range(400):
+        d = int(rng.choice([7, 128, 512]))
+        center = rng.standard_normal(d).astype(np.float32)
+        cur = (center + rng.standard_normal(d).astype(np.float32) * 0.2).astype(np.float32)
+        base = rng.standard_normal(d).astype(np.float32)
+        rows = np.stack([base, base, base])
+        rows[1:] += (rng.standard_normal((2, d)) * 10.0 ** rng.uniform(-6, -1)).astype(np.float32)
+        i = int(rng.integers(0, 500))
+        ct, rt, ce = torch.from_numpy(cur), torch.from_numpy(rows), torch.from_numpy(center)
+        expected = int(torch.argmin(pow(ct * i / (i + 1) + rt / (i + 1) - ce, 2).sum(dim=1)))
+        got = separated_pick(cur, rows, i, center)
+        assert got in (-1, expected)
+        decided += got >= 0
+    assert 50 < decided < 400  # both outcomes occur in this range of gaps
+    same = np.stack([base, base])
+    assert separated_pick(cur, same, 3, center) == -1  # exact duplicates: the sums decide
+    far = np.stack([center, center + 5])
+    assert separated_pick(center, far, 0, center) == 0
+    assert separated_pick(center, far[::-1].copy(), 0, center) == 1
+    far[0, 0] = np.inf  # an overflowing distance loses, as in the reference
+    assert separated_pick(center, far, 0, center) == 1
+    far[1, 0] = np.inf  # two of them: not bounded apart
+    assert separated_pick(center, far, 0, center) == -1

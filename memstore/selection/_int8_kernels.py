@@ -48,6 +48,7 @@ common_error = _jit(rounding.int8_common_error)
 row_error = _jit(rounding.row_error)
 digits_error = _jit(rounding.digits_error)
 ahead_error = _jit(rounding.ahead_error)
+separated = _jit(rounding.separated_pick)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -224,12 +225,14 @@ def herd(rows, x, c64, cur32, picks, i, k, limit, out):
     ``rows = (qb, offset, scale2, sq, res2, yh2, digits, sums, est, ahead, gap, near,
     consts)`` are an int8 copy's arrays (:class:`.scores.VnniScores`), ``consts = (g, ymax,
     res2max, yh2max, xmax, cn, chain, qd)``. Returns ``(i, m, passes)``: stopped at pick
-    ``i`` with ``m`` finalists — 0 when ``i == k``, ``m > 1`` (in ``out[:m]``) when the
-    reference's own expression must decide, -1 when the bound of a pass leaves more than
-    ``limit`` rows, -2 when no row has a finite bound — and how many passes it made."""
+    ``i`` with ``m`` finalists — 0 when ``i == k``, ``m > 1`` (in ``out[:m]``) when only the
+    reference's own row sums can decide (:func:`.rounding.separated_pick` settles the other
+    near-ties here), -1 when the bound of a pass leaves more than ``limit`` rows, -2 when no
+    row has a finite bound — and how many passes it made."""
     qb, offset, scale2, sq, res2, yh2, digits, sums, est, ahead, gap, near, consts = rows
     g, ymax, res2max, yh2max, xmax, cn, chain, qd = consts
     n, d = x.shape
+    c32 = c64.astype(np.float32)  # the reference's center (c64 is it, widened)
     scores = est[:n]
     tp, tq = np.empty(d), np.empty(d)  # the query of this pick, of the next
     passes = 0
@@ -273,6 +276,11 @@ def herd(rows, x, c64, cur32, picks, i, k, limit, out):
             if m == -1 and step > 0:
                 pending = -1  # the scores are this pick's, only loose
                 break  # a moved bound too loose: a fresh pass costs less than re-scoring
+            if m > 1:  # near-ties: settled here when the reference's sums are bounded apart
+                w = separated(cur32, x[out[:m]], i, c32)
+                if w >= 0:
+                    out[0] = out[w]
+                    m = 1
             if m != 1:
                 return i, m, passes
             p = out[0]

@@ -38,7 +38,15 @@ from .readers import (
     check_reader,
     iter_blocks,
 )
-from .rounding import EPS32, U32, advance_center, float32_threshold, gamma, near_tie_margin
+from .rounding import (
+    EPS32,
+    U32,
+    advance_center,
+    float32_threshold,
+    gamma,
+    near_tie_margin,
+    separated_pick,
+)
 from .scores import Float32Scores, Int8Rows, VnniScores
 
 __all__ = [
@@ -46,6 +54,7 @@ __all__ = [
     "exact_herding_chunked",
     "near_tie_margin",
     "reference_pick",
+    "reference_sums_pick",
     "advance_center",
     "KERNELS",
 ]
@@ -59,13 +68,21 @@ def reference_pick(cur32: np.ndarray, rows: np.ndarray, i: int, center32: np.nda
     """Which of the candidate ``rows`` (float32, ascending row order) the reference picks.
 
     The reference's own float32 expression ``pow(cur·i/(i+1) + x/(i+1) − center, 2).sum(1)``
-    and its ``argmin`` (first on ties); a single candidate is returned as is. The elementwise
-    steps are numpy's (one correctly rounded float32 operation each, as torch's are: the
-    same bits, ~4× cheaper on a few rows than torch's dispatch); the sum over a row, whose
-    order is torch's own, is torch's.
+    and its ``argmin`` (first on ties); a single candidate is returned as is. Where the
+    distances are bounded apart without the row sums (:func:`.rounding.separated_pick`),
+    that decides; else :func:`reference_sums_pick`.
     """
     if rows.shape[0] == 1:
         return 0
+    decided = separated_pick(cur32, rows, i, center32)
+    return decided if decided >= 0 else reference_sums_pick(cur32, rows, i, center32)
+
+
+def reference_sums_pick(cur32: np.ndarray, rows: np.ndarray, i: int, center32: np.ndarray) -> int:
+    """:func:`reference_pick` by the reference's own row sums: the elementwise steps in numpy
+    (one correctly rounded float32 operation each, as torch's are: the same bits, ~4× cheaper
+    on a few rows than torch's dispatch), the sum over a row, whose order is torch's own, by
+    torch."""
     step = np.float32(i + 1)
     moved = cur32 * np.float32(i)
     moved /= step
@@ -151,8 +168,9 @@ def herding_order(features: np.ndarray, k: int, *, kernel: str | None = None) ->
             scores.exclude(picks[:i])
             continue
         p = int(cand[0])
-        if len(cand) > 1:
-            p = int(cand[reference_pick(cur32, x32[cand], i, c32)])
+        if len(cand) > 1:  # the fused loop has tried separated_pick on its near-ties
+            settle = reference_sums_pick if isinstance(scores, VnniScores) else reference_pick
+            p = int(cand[settle(cur32, x32[cand], i, c32)])
         picks[i] = p
         taken[p] = True
         if scores is not None:

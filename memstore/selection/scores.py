@@ -412,9 +412,10 @@ class VnniScores(Int8Rows):
     ) -> tuple[int, np.ndarray | None]:  # fmt: skip
         """Picks ``i, i+1, …`` (into ``picks``, the running center ``cur32`` advanced) in one
         compiled loop, for as long as the bounds alone decide them — the steps of
-        :func:`.herding.herding_order`, with no Python between picks. Returns ``(i, rows)``:
-        the pick it stopped at and the rows the reference's expression must settle (empty
-        when ``i == k``), or ``None`` when more than ``limit`` rows pass the bound."""
+        :func:`.herding.herding_order`, with no Python between picks, near-ties included
+        where :func:`.rounding.separated_pick` settles them. Returns ``(i, rows)``: the pick
+        it stopped at and the rows only the reference's own row sums can settle (empty when
+        ``i == k``), or ``None`` when more than ``limit`` rows pass the bound."""
         i, m, passes = self._herd(self._arrays, x32, c64, cur32, picks, i, k, limit, self._rows)
         self.passes += passes
         if m == -1:
