@@ -72,6 +72,21 @@ def test_blocks_of_any_size_give_the_same_bits(cuts):
     assert _same_bits(acc.result(), _torch(x))
 
 
+@pytest.mark.parametrize("cuts", [[5, 13, 21, 4000], [8, 16, 4096], [7]])
+def test_groups_of_rows_start_anywhere_in_a_block(cuts):
+    """The one-cascade columns are summed eight aligned rows at a time; blocks that start or
+    end inside such a group (and the norms taken on the way) change no bit."""
+    x = np.random.default_rng(5).standard_normal((4099, 64), dtype=np.float32) * 2
+    x[2049] *= 3
+    acc = TorchMean(*x.shape, fast_mean_available(), norms=True)
+    for a, b in zip([0, *cuts], [*cuts, len(x)], strict=True):
+        acc.add(x[a:b])
+    assert _same_bits(acc.result(), _torch(x))
+    assert acc.max_norm2 == pytest.approx(
+        float((x.astype(np.float64) ** 2).sum(1).max()), rel=1e-13
+    )
+
+
 def test_two_threads_give_torchs_bits_too():
     x = np.random.default_rng(3).standard_normal((300001, 100), dtype=np.float32)
     threads = torch.get_num_threads()

@@ -55,43 +55,76 @@ def row_norm2(row):
     return total
 
 
+#: Rows summed per read of the one-cascade sums: each column still adds its rows in order, but
+#: the running sums are loaded and stored once per eight rows, not once a row — the kernel
+#: was compute-bound (~70 cycles a row at 1M×128 on a Xeon; 52 → 31 ns a row, one float32
+#: pass 33). Eight divides every cascade chunk (2^4 rows or more), so no group straddles a
+#: chunk's end.
+GROUP = 8
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_group(x, r, a0, n_cascade):
+    """Rows ``r … r+7`` of ``x`` into ``a0[:n_cascade]``, each column in row order."""
+    for c in range(n_cascade):
+        v = a0[c]
+        v += x[r, c]
+        v += x[r + 1, c]
+        v += x[r + 2, c]
+        v += x[r + 3, c]
+        v += x[r + 4, c]
+        v += x[r + 5, c]
+        v += x[r + 6, c]
+        v += x[r + 7, c]
+        a0[c] = v
+
+
 @numba.njit(cache=True, nogil=True)
 def add_rows(x, i0, n, n_cascade, acc, lanes, norm2):
     """Rows ``i0 …`` of an ``[N, d]`` float32 sum: columns ``< n_cascade`` into the one-cascade
-    state ``acc`` (levels × d), the rest into ``row_sum``'s four lane cascades; and, when
-    ``norm2`` has a slot, the largest ``‖row‖²`` so far into ``norm2[0]`` (while the row is
-    in cache: no second read of ``x``)."""
+    state ``acc`` (levels × d; :data:`GROUP` rows at a time where they are aligned), the rest
+    into ``row_sum``'s four lane cascades; and, when ``norm2`` has a slot, the largest
+    ``‖row‖²`` so far into ``norm2[0]`` (while the row is in cache: no second read of
+    ``x``)."""
     m, d = x.shape
     pa = max(4, (1 if n <= 2 else _bit_length(n - 1)) // _LEVELS)
     quads = n // 4
     pb = max(4, (1 if quads <= 2 else _bit_length(quads - 1)) // _LEVELS)
     mask_a = (1 << pa) - 1
     mask_b = (1 << pb) - 1
-    for r in range(m):
+    a0 = acc[0]
+    r = 0
+    while r < m:
         i = i0 + r
-        row = x[r]
-        if norm2.shape[0] > 0:
-            norm2[0] = max(norm2[0], row_norm2(row))
-        a0 = acc[0]
-        for c in range(n_cascade):
-            a0[c] += row[c]
-        if (i + 1) & mask_a == 0:
-            _flush(acc, i + 1, pa, 0, n_cascade)
+        step = GROUP if i % GROUP == 0 and r + GROUP <= m else 1
+        for u in range(step):  # first: the rows' read also brings them into L1 for the sums
+            if norm2.shape[0] > 0:
+                norm2[0] = max(norm2[0], row_norm2(x[r + u]))
+        if step == GROUP:
+            _add_group(x, r, a0, n_cascade)
+        else:
+            for c in range(n_cascade):
+                a0[c] += x[r, c]
+        if (i + step) & mask_a == 0:  # a chunk ends at a group's end, never inside one
+            _flush(acc, i + step, pa, 0, n_cascade)
         if n_cascade < d:
-            if i < 4 * quads:
-                lane = i & 3
-                b0 = lanes[lane, 0]
-                for c in range(n_cascade, d):
-                    b0[c] += row[c]
-                if lane == 3 and ((i >> 2) + 1) & mask_b == 0:
-                    for q in range(4):
-                        _flush(lanes[q], (i >> 2) + 1, pb, n_cascade, d)
-            else:
-                if i == 4 * quads:
-                    _close_lanes(lanes, n_cascade, d)
-                b0 = lanes[0, 0]
-                for c in range(n_cascade, d):
-                    b0[c] += row[c]
+            for u in range(step):
+                j = i + u
+                if j < 4 * quads:
+                    lane = j & 3
+                    b0 = lanes[lane, 0]
+                    for c in range(n_cascade, d):
+                        b0[c] += x[r + u, c]
+                    if lane == 3 and ((j >> 2) + 1) & mask_b == 0:
+                        for q in range(4):
+                            _flush(lanes[q], (j >> 2) + 1, pb, n_cascade, d)
+                else:
+                    if j == 4 * quads:
+                        _close_lanes(lanes, n_cascade, d)
+                    b0 = lanes[0, 0]
+                    for c in range(n_cascade, d):
+                        b0[c] += x[r + u, c]
+        r += step
 
 
 @numba.njit(cache=True, nogil=True)
