@@ -61,6 +61,24 @@ def test_bounded_distances_are_within_their_bound():
     assert np.all(np.abs(approx - exact) <= g * exact / (1 - g) + 1e-30)
 
 
+@pytest.mark.parametrize("n", [1, 7, 8, 803])
+def test_the_distance_kernel_keeps_each_row_to_its_own_bound(n):
+    """Eight rows at a time and the tail rows one by one: each row's float32 sum within
+    ``γ_{d+2}`` of its own exact distance (a row mixed up with another is far outside)."""
+    from memstore.selection._center_kernels import squared_distances
+
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal((n, 100)) * rng.uniform(0.5, 50, (n, 1)) + 1e3).astype(np.float32)
+    c = x.mean(axis=0)
+    out = np.empty(n, dtype=np.float32)
+    squared_distances(x, c, out)
+    exact = ((x.astype(np.float64) - c.astype(np.float64)) ** 2).sum(axis=1)
+    g = 102 * 2.0**-24
+    assert np.all(np.abs(out - exact) <= g * exact / (1 - g) + 1e-30)
+    x[n // 2, 3] = np.inf
+    assert bounded_distances(x, c) is None
+
+
 def test_a_kernel_outside_its_bound_falls_back_to_the_reference(monkeypatch):
     x = np.random.default_rng(8).standard_normal((3000, 16)).astype(np.float32)
     expected = reference_order(torch.from_numpy(x))[:50]

@@ -1,4 +1,5 @@
-"""The numba kernels behind :mod:`.center` (imported on first use: numba costs ~0.3 s).
+"""The numba kernels behind :mod:`.center` (imported on first use: numba costs ~0.3 s), and
+the distance pass to the center that :mod:`.closest` bounds.
 
 One cascade state is ``acc[level, column]`` (float32); ``row_sum``'s four interleaved ones
 are ``lanes[lane, level, column]``. Compiled once and cached on disk (``cache=True``).
@@ -146,3 +147,42 @@ def total_into(n, n_cascade, acc, lanes, out):
             for q in range(1, 4):
                 v += lanes[q, 0, c]
             out[c] = zero + v
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def squared_distances(x, center, out):
+    """``out[j] = Σ_c (x_jc − center_c)²`` in float32, summed in any order (the caller's
+    ``γ_{d+2}`` bound holds for any; no ``nnan``/``ninf``: a non-finite row stays so). Eight
+    rows at a time, each with its own sum: eight streams from memory instead of one, 41.6 →
+    35.7 ms at 1M×128 on a Xeon (FAISS's ``fvec_L2sqr_ny``; one float32 pass 32.3), the same
+    in cache."""
+    n, d = x.shape
+    full = n - n % 8
+    for j in range(0, full, 8):
+        t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = np.float32(0.0)
+        for c in range(d):
+            m = center[c]
+            v0 = x[j, c] - m
+            v1 = x[j + 1, c] - m
+            v2 = x[j + 2, c] - m
+            v3 = x[j + 3, c] - m
+            v4 = x[j + 4, c] - m
+            v5 = x[j + 5, c] - m
+            v6 = x[j + 6, c] - m
+            v7 = x[j + 7, c] - m
+            t0 += v0 * v0
+            t1 += v1 * v1
+            t2 += v2 * v2
+            t3 += v3 * v3
+            t4 += v4 * v4
+            t5 += v5 * v5
+            t6 += v6 * v6
+            t7 += v7 * v7
+        out[j], out[j + 1], out[j + 2], out[j + 3] = t0, t1, t2, t3
+        out[j + 4], out[j + 5], out[j + 6], out[j + 7] = t4, t5, t6, t7
+    for j in range(full, n):
+        t = np.float32(0.0)
+        for c in range(d):
+            v = x[j, c] - center[c]
+            t += v * v
+        out[j] = t
