@@ -28,6 +28,7 @@ from ._lookahead_kernels import (
     smallest_rows,
 )
 from ._vnni_dot import (
+    arithmetic_fence,
     dot1x16,
     dot1x32,
     dot2x16,
@@ -350,7 +351,7 @@ def quantize_rows(x, center, dest, sq, scales, res, offset):
         s = top_f[0]
         if not s >= np.float32(2.0**-100):
             s = np.float32(1.0)  # ~zero row: q = 0 (no subnormal scale to flush)
-        inv = np.float32(1.0) / s
+        inv = arithmetic_fence(np.float32(1.0) / s)  # a multiply, not a divide, per value
         r = np.float32(0.0)
         count = np.int32(0)
         lane = j % per_line
