@@ -171,7 +171,11 @@ def check_features(features: Any, owner: str, *, k: int | None = None) -> np.nda
         )
     with np.errstate(over="ignore"):  # values beyond float32 become inf, reported below
         arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.isfinite(arr).all():
+    # Any NaN or inf makes the float32 sum NaN or inf (one read, no N×d temporary: half the
+    # time of isfinite(arr).all() from memory); finite values that overflow it are looked at.
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = arr.sum()
+    if not np.isfinite(total) and not np.isfinite(arr).all():
         rows = np.flatnonzero(~np.isfinite(arr).all(axis=1))[:5]
         raise ValueError(
             f"The 'features' parameter of {owner} must be finite. "

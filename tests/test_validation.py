@@ -168,6 +168,13 @@ def test_bad_features(strategy):
         make(np.zeros((3, 2)), k=1.0)
 
 
+def test_finite_features_whose_sum_overflows_are_accepted():
+    from memstore._validation import check_features
+
+    big = np.full((4, 2), 3e38, dtype=np.float32)  # each finite; their float32 sum is inf
+    assert np.array_equal(check_features(big, "X"), big)
+
+
 class NaNModel(torch.nn.Module):
     def __init__(self):
         super().__init__()
