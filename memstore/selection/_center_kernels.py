@@ -60,7 +60,7 @@ def row_norm2(row):
 #: the running sums are loaded and stored once per eight rows, not once a row — the kernel
 #: was compute-bound (~70 cycles a row at 1M×128 on a Xeon; 52 → 31 ns a row, one float32
 #: pass 33). Eight divides every cascade chunk (2^4 rows or more), so no group straddles a
-#: chunk's end.
+#: chunk's end. :func:`_add_group` is written out for eight.
 GROUP = 8
 
 
